@@ -1,0 +1,24 @@
+// Starts the local control plane once per test run, or reuses one that is already up; globalTeardown stops
+// it only if this run started it (SEALMESH_KEEP_CLUSTER=1 keeps it either way).
+import { execFileSync } from 'node:child_process';
+import { resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '..', '..');
+
+declare global {
+  var __sealmeshStartedCluster: boolean | undefined;
+}
+
+export default function globalSetup(): void {
+  let running = true;
+  try {
+    execFileSync('bash', [resolve(root, 'hack/cluster.sh'), 'status'], { stdio: 'ignore' });
+  } catch {
+    running = false;
+  }
+  if (!running) {
+    execFileSync('bash', [resolve(root, 'hack/cluster.sh'), 'up'], { stdio: 'inherit' });
+    globalThis.__sealmeshStartedCluster = true;
+  }
+  process.env.KUBECONFIG = resolve(root, '.local', 'kubeconfig');
+}

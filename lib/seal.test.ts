@@ -1,0 +1,69 @@
+import { newBoxKeyPair, newPresharedKey, seal, Sealer, SealError, unseal } from './seal.js';
+
+describe('seal/unseal', () => {
+  const operator = newBoxKeyPair();
+  const nodeA = newBoxKeyPair();
+  const nodeB = newBoxKeyPair();
+  const psk = newPresharedKey();
+
+  test('the recipient opens what the operator sealed', () => {
+    expect(Buffer.from(unseal(seal(psk, nodeA.publicKey, operator), operator.publicKey, nodeA))).toEqual(
+      Buffer.from(psk),
+    );
+  });
+
+  test('both ends of a pair get the same key from their own sealed copies', () => {
+    const forA = seal(psk, nodeA.publicKey, operator);
+    const forB = seal(psk, nodeB.publicKey, operator);
+    expect(forA).not.toEqual(forB);
+    expect(Buffer.from(unseal(forA, operator.publicKey, nodeA))).toEqual(
+      Buffer.from(unseal(forB, operator.publicKey, nodeB)),
+    );
+  });
+
+  test.each([
+    ['another node', () => unseal(seal(psk, nodeA.publicKey, operator), operator.publicKey, nodeB)],
+    [
+      'a sender that is not the operator',
+      () => unseal(seal(psk, nodeA.publicKey, newBoxKeyPair()), operator.publicKey, nodeA),
+    ],
+    [
+      'a tampered value',
+      () => {
+        const raw = Buffer.from(seal(psk, nodeA.publicKey, operator), 'base64');
+        raw[raw.length - 1] ^= 1;
+        return unseal(raw.toString('base64'), operator.publicKey, nodeA);
+      },
+    ],
+    ['a truncated value', () => unseal('AAAA', operator.publicKey, nodeA)],
+  ])('refuses %s', (_what, open) => {
+    expect(open).toThrow(SealError);
+  });
+
+  test('a fresh nonce every time', () => {
+    expect(seal(psk, nodeA.publicKey, operator)).not.toEqual(seal(psk, nodeA.publicKey, operator));
+  });
+
+  test('an all-zero random source is refused for PSKs', () => {
+    expect(() => newPresharedKey((n) => new Uint8Array(n))).toThrow(SealError);
+  });
+});
+
+describe('Sealer', () => {
+  const operator = newBoxKeyPair();
+  const node = newBoxKeyPair();
+  const sealer = new Sealer(operator);
+  const psk = newPresharedKey();
+
+  test('what it seals opens with plain unseal at the recipient', () => {
+    expect(Buffer.from(unseal(sealer.seal(psk, node.publicKey), operator.publicKey, node))).toEqual(
+      Buffer.from(psk),
+    );
+  });
+
+  test('the sender can open its own sealed values, others cannot', () => {
+    const sealed = sealer.seal(psk, node.publicKey);
+    expect(Buffer.from(sealer.open(sealed, node.publicKey))).toEqual(Buffer.from(psk));
+    expect(() => new Sealer(newBoxKeyPair()).open(sealed, node.publicKey)).toThrow(SealError);
+  });
+});

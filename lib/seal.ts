@@ -1,0 +1,125 @@
+// Sealing of key material with nacl.box (X25519 + XSalsa20-Poly1305). The operator seals every PSK (and,
+// in Operator custody, every private key) to the envelope key of the node that will use it; the agent opens
+// it with its envelope private key and the operator's published public key. box is authenticated, so a
+// value sealed by anyone but the operator fails to open: that is the "sealed by the operator" check.
+import nacl from 'tweetnacl';
+
+export interface BoxKeyPair {
+  publicKey: Uint8Array;
+  secretKey: Uint8Array;
+}
+
+export type RandomBytes = (n: number) => Uint8Array;
+
+const defaultRandom: RandomBytes = (n) => nacl.randomBytes(n);
+
+export const KEY_LENGTH = 32;
+
+export class SealError extends Error {}
+
+export function newBoxKeyPair(random: RandomBytes = defaultRandom): BoxKeyPair {
+  return nacl.box.keyPair.fromSecretKey(random(nacl.box.secretKeyLength));
+}
+
+export function boxKeyPairFromSecret(secretKey: Uint8Array): BoxKeyPair {
+  if (secretKey.length !== nacl.box.secretKeyLength) {
+    throw new SealError(
+      `envelope secret key must be ${nacl.box.secretKeyLength} bytes, got ${secretKey.length}`,
+    );
+  }
+  return nacl.box.keyPair.fromSecretKey(secretKey);
+}
+
+/** 32 random bytes: a WireGuard pre-shared key. */
+export function newPresharedKey(random: RandomBytes = defaultRandom): Uint8Array {
+  const key = random(KEY_LENGTH);
+  if (key.length !== KEY_LENGTH || key.every((b) => b === 0)) {
+    throw new SealError('random source returned an unusable key');
+  }
+  return key;
+}
+
+/** Returns base64(nonce || box). */
+export function seal(
+  plaintext: Uint8Array,
+  recipientPublicKey: Uint8Array,
+  sender: BoxKeyPair,
+  random: RandomBytes = defaultRandom,
+): string {
+  if (recipientPublicKey.length !== nacl.box.publicKeyLength) {
+    throw new SealError(`recipient envelope key must be ${nacl.box.publicKeyLength} bytes`);
+  }
+  const nonce = random(nacl.box.nonceLength);
+  const boxed = nacl.box(plaintext, nonce, recipientPublicKey, sender.secretKey);
+  const out = new Uint8Array(nonce.length + boxed.length);
+  out.set(nonce, 0);
+  out.set(boxed, nonce.length);
+  return Buffer.from(out).toString('base64');
+}
+
+export function unseal(sealed: string, senderPublicKey: Uint8Array, recipient: BoxKeyPair): Uint8Array {
+  const raw = new Uint8Array(Buffer.from(sealed, 'base64'));
+  if (raw.length < nacl.box.nonceLength + nacl.box.overheadLength) {
+    throw new SealError('sealed value is too short');
+  }
+  const opened = nacl.box.open(
+    raw.subarray(nacl.box.nonceLength),
+    raw.subarray(0, nacl.box.nonceLength),
+    senderPublicKey,
+    recipient.secretKey,
+  );
+  if (!opened) {
+    throw new SealError('sealed value does not open: not sealed by the expected sender for this recipient');
+  }
+  return opened;
+}
+
+/**
+ * Seals many values from one sender. nacl.box does an X25519 scalar multiplication per call; the shared
+ * key of each recipient is computed once and cached, so sealing the PSKs of a 1,000-node overlay costs
+ * 1,000 scalar multiplications instead of a million.
+ */
+export class Sealer {
+  private readonly shared = new Map<string, Uint8Array>();
+
+  constructor(
+    private readonly sender: BoxKeyPair,
+    private readonly random: RandomBytes = defaultRandom,
+  ) {}
+
+  private sharedKey(recipientPublicKey: Uint8Array): Uint8Array {
+    const id = Buffer.from(recipientPublicKey).toString('base64');
+    let key = this.shared.get(id);
+    if (!key) {
+      if (recipientPublicKey.length !== nacl.box.publicKeyLength) {
+        throw new SealError(`recipient envelope key must be ${nacl.box.publicKeyLength} bytes`);
+      }
+      key = nacl.box.before(recipientPublicKey, this.sender.secretKey);
+      this.shared.set(id, key);
+    }
+    return key;
+  }
+
+  seal(plaintext: Uint8Array, recipientPublicKey: Uint8Array): string {
+    const nonce = this.random(nacl.box.nonceLength);
+    const boxed = nacl.box.after(plaintext, nonce, this.sharedKey(recipientPublicKey));
+    const out = new Uint8Array(nonce.length + boxed.length);
+    out.set(nonce, 0);
+    out.set(boxed, nonce.length);
+    return Buffer.from(out).toString('base64');
+  }
+
+  /** The sender can open what it sealed (the shared key is symmetric): used to re-seal for a new envelope. */
+  open(sealed: string, recipientPublicKey: Uint8Array): Uint8Array {
+    const raw = new Uint8Array(Buffer.from(sealed, 'base64'));
+    if (raw.length < nacl.box.nonceLength + nacl.box.overheadLength)
+      throw new SealError('sealed value is too short');
+    const opened = nacl.box.open.after(
+      raw.subarray(nacl.box.nonceLength),
+      raw.subarray(0, nacl.box.nonceLength),
+      this.sharedKey(recipientPublicKey),
+    );
+    if (!opened) throw new SealError('sealed value does not open');
+    return opened;
+  }
+}

@@ -1,0 +1,110 @@
+// What a node's key Secret should hold: the PSKs of the pairs this node owns at the current epoch, each
+// sealed to both ends, and (Operator custody) this node's WireGuard private key. Pure apart from the injected
+// randomness: an existing entry is kept as long as it is at the current epoch and was sealed to the envelope
+// keys the two ends publish now, so an unchanged world plans an unchanged Secret and causes no write.
+import { isDeepStrictEqual } from 'node:util';
+import { decodeKey, fingerprint, generateKeyPair } from '../lib/keys.js';
+import {
+  pairKey,
+  pairOwner,
+  type KeySecretPayload,
+  type SealedPair,
+  type SealedPrivateKey,
+} from '../lib/keysecret.js';
+import { newPresharedKey, type RandomBytes, type Sealer } from '../lib/seal.js';
+
+export interface Member {
+  name: string;
+  createdAt: string | undefined;
+  /** base64 X25519 envelope public key the node's agent published, once it has */
+  envelopePublicKey?: string | undefined;
+}
+
+export interface KeyPlanInput {
+  overlay: string;
+  node: string;
+  epoch: number;
+  presharedKeys: 'PerPair' | 'Disabled';
+  custody: 'Node' | 'Operator';
+  members: readonly Member[];
+  existing?: KeySecretPayload | undefined;
+}
+
+export interface KeyPlan {
+  payload: KeySecretPayload;
+  changed: boolean;
+  /** Operator custody: the node's public key at the current epoch */
+  publicKey?: string | undefined;
+  /** pairs whose PSK was generated in this plan (for logs: names only) */
+  newPairs: string[];
+}
+
+function envelope(m: Member | undefined): { key: Uint8Array; fp: string } | undefined {
+  if (!m?.envelopePublicKey) return undefined;
+  try {
+    const key = decodeKey(m.envelopePublicKey, `envelope key of ${m.name}`);
+    return { key, fp: fingerprint(key) };
+  } catch {
+    return undefined;
+  }
+}
+
+export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: RandomBytes): KeyPlan {
+  const me = input.members.find((m) => m.name === input.node);
+  const mine = envelope(me);
+  const existingPairs = new Map((input.existing?.pairs ?? []).map((p) => [`${p.a}/${p.b}`, p]));
+  const pairs: SealedPair[] = [];
+  const newPairs: string[] = [];
+  if (me && mine && input.presharedKeys === 'PerPair') {
+    for (const peer of [...input.members].sort((x, y) => (x.name < y.name ? -1 : 1))) {
+      if (peer.name === me.name || pairOwner(me, peer) !== me.name) continue;
+      const theirs = envelope(peer);
+      if (!theirs) continue;
+      const [a, b] = pairKey(me.name, peer.name);
+      const fps = { [me.name]: mine.fp, [peer.name]: theirs.fp };
+      const old = existingPairs.get(`${a}/${b}`);
+      if (old && old.epoch === input.epoch && old.sealedTo[a] === fps[a] && old.sealedTo[b] === fps[b]) {
+        pairs.push(old);
+        continue;
+      }
+      const psk = newPresharedKey(random);
+      pairs.push({
+        a,
+        b,
+        epoch: input.epoch,
+        fingerprint: fingerprint(psk),
+        sealedTo: { [a]: fps[a]!, [b]: fps[b]! },
+        sealed: { [me.name]: sealer.seal(psk, mine.key), [peer.name]: sealer.seal(psk, theirs.key) },
+      });
+      psk.fill(0);
+      newPairs.push(`${a}/${b}`);
+    }
+  }
+  const privateKeys: SealedPrivateKey[] = [];
+  let publicKey: string | undefined;
+  if (input.custody === 'Operator' && mine) {
+    const old = input.existing?.privateKeys.find((k) => k.epoch === input.epoch);
+    if (old && old.sealedTo === mine.fp) {
+      privateKeys.push(old);
+      publicKey = old.publicKey;
+    } else {
+      const kp = generateKeyPair(random);
+      privateKeys.push({
+        epoch: input.epoch,
+        publicKey: kp.publicKey,
+        sealedTo: mine.fp,
+        sealed: sealer.seal(kp.privateKey, mine.key),
+      });
+      kp.privateKey.fill(0);
+      publicKey = kp.publicKey;
+    }
+  }
+  const payload: KeySecretPayload = {
+    version: 1,
+    overlay: input.overlay,
+    node: input.node,
+    pairs,
+    privateKeys,
+  };
+  return { payload, changed: !isDeepStrictEqual(payload, input.existing), publicKey, newPairs };
+}

@@ -1,6 +1,7 @@
 // The operator's sealing identity: an X25519 key pair created once and kept in a Secret in the operator's
-// namespace. The public half is published in a ConfigMap of the same name, which agents read to check that
-// sealed material came from the operator. Two replicas racing to create it resolve through the API server:
+// namespace. The public half is published in a ConfigMap of the same name in the key namespace, which agents
+// read to check that sealed material came from the operator. Agents may list Secrets in the key namespace
+// only, never in the operator's: the private half must not be readable by any node. Two replicas racing to create it resolve through the API server:
 // the loser of the create reads the winner's key.
 import { type CoreV1Api } from '@kubernetes/client-node';
 import { boxKeyPairFromSecret, newBoxKeyPair, type BoxKeyPair } from '../lib/seal.js';
@@ -27,7 +28,11 @@ function fromSecretData(data: Record<string, string> | undefined): BoxKeyPair | 
   }
 }
 
-export async function loadOrCreateIdentity(core: CoreV1Api, namespace: string): Promise<OperatorIdentity> {
+export async function loadOrCreateIdentity(
+  core: CoreV1Api,
+  namespace: string,
+  publicNamespace: string,
+): Promise<OperatorIdentity> {
   let keyPair: BoxKeyPair | undefined;
   try {
     const secret = await core.readNamespacedSecret({ namespace, name: IDENTITY_NAME });
@@ -38,7 +43,8 @@ export async function loadOrCreateIdentity(core: CoreV1Api, namespace: string): 
       throw new Error(`Secret ${namespace}/${IDENTITY_NAME} exists but holds no valid sealing key`);
     }
   } catch (err) {
-    if (!isNotFound(err)) throw new Error(`failed to read operator identity: ${describeError(err)}`);
+    if (!isNotFound(err))
+      throw new Error(`failed to read operator identity: ${describeError(err)}`, { cause: err });
   }
   if (!keyPair) {
     const fresh = newBoxKeyPair();
@@ -53,12 +59,13 @@ export async function loadOrCreateIdentity(core: CoreV1Api, namespace: string): 
       });
       keyPair = fresh;
     } catch (err) {
-      if (!isAlreadyExists(err)) throw new Error(`failed to create operator identity: ${describeError(err)}`);
-      return loadOrCreateIdentity(core, namespace);
+      if (!isAlreadyExists(err))
+        throw new Error(`failed to create operator identity: ${describeError(err)}`, { cause: err });
+      return loadOrCreateIdentity(core, namespace, publicNamespace);
     }
   }
   const publicKey = Buffer.from(keyPair.publicKey).toString('base64');
-  await publishPublicKey(core, namespace, publicKey);
+  await publishPublicKey(core, publicNamespace, publicKey);
   return { keyPair, publicKey, fingerprint: fingerprint(keyPair.publicKey) };
 }
 
@@ -72,7 +79,8 @@ async function publishPublicKey(core: CoreV1Api, namespace: string, publicKey: s
       body: { ...cm, data: { ...cm.data, [IDENTITY_PUBLIC_KEY]: publicKey } },
     });
   } catch (err) {
-    if (!isNotFound(err)) throw new Error(`failed to publish operator public key: ${describeError(err)}`);
+    if (!isNotFound(err))
+      throw new Error(`failed to publish operator public key: ${describeError(err)}`, { cause: err });
     try {
       await core.createNamespacedConfigMap({
         namespace,
@@ -82,7 +90,8 @@ async function publishPublicKey(core: CoreV1Api, namespace: string, publicKey: s
         },
       });
     } catch (e) {
-      if (!isAlreadyExists(e)) throw new Error(`failed to publish operator public key: ${describeError(e)}`);
+      if (!isAlreadyExists(e))
+        throw new Error(`failed to publish operator public key: ${describeError(e)}`, { cause: e });
     }
   }
 }

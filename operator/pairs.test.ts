@@ -59,7 +59,10 @@ test.each<[string, SideReport[], string, string]>([
 
 test('counts over a 4-node overlay', () => {
   const nodes = ['n1', 'n2', 'n3', 'n4'];
-  const reports = nodes.map((n) => ({ node: n, peers: nodes.filter((p) => p !== n).map((p) => enc(p)) }));
+  const reports: SideReport[] = nodes.map((n) => ({
+    node: n,
+    peers: nodes.filter((p) => p !== n).map((p) => enc(p)),
+  }));
   reports[3] = { node: 'n4', peers: [enc('n1'), enc('n2'), { node: 'n3', state: 'Stale', epoch: 1 }] };
   expect(computePairs(nodes, reports)).toMatchObject({ total: 6, encrypted: 5, degraded: 1 });
 });

@@ -1,5 +1,6 @@
 // Helpers for integration and e2e tests: they talk to the real control plane that hack/cluster.sh started
 // (globalSetup makes sure it is up and exports KUBECONFIG).
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -20,4 +21,10 @@ export function kubeConfig(): KubeConfig {
 /** A DNS-1123 name unique to this test run, so parallel tests never collide. */
 export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
+}
+
+/** The kubectl built with the control plane (same version as the API server). */
+export function kubectlPath(): string {
+  const bin = execFileSync('bash', [resolve(repoRoot, 'hack/kube/build.sh')], { encoding: 'utf8' }).trim();
+  return resolve(bin, 'kubectl');
 }

@@ -1,0 +1,45 @@
+// sealmesh operator entry point. Configuration from flags or environment:
+//   --namespace / SEALMESH_NAMESPACE   operator namespace (default sealmesh-system)
+//   --key-namespace / SEALMESH_KEY_NAMESPACE  sealed key Secrets + public identity (default sealmesh-keys)
+//   --metrics-port / METRICS_PORT      /healthz, /readyz, /metrics (default 8080; 0 = any free port)
+//   --metrics-host / METRICS_HOST      bind address (default 0.0.0.0)
+//   --leader-elect=false               run without leader election (one replica only)
+//   POD_NAME                           leader-election identity (default hostname + random suffix)
+import { parseArgs } from 'node:util';
+import { loadKubeConfig } from '../lib/kube.js';
+import { newLogger } from '../lib/log.js';
+import { createOperator } from './app.js';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      namespace: { type: 'string', default: process.env.SEALMESH_NAMESPACE ?? 'sealmesh-system' },
+      'key-namespace': { type: 'string', default: process.env.SEALMESH_KEY_NAMESPACE ?? 'sealmesh-keys' },
+      'metrics-port': { type: 'string', default: process.env.METRICS_PORT ?? '8080' },
+      'metrics-host': { type: 'string', default: process.env.METRICS_HOST ?? '0.0.0.0' },
+      'leader-elect': { type: 'string', default: 'true' },
+    },
+  });
+  const log = newLogger('operator');
+  const operator = await createOperator({
+    kc: loadKubeConfig(),
+    logger: log,
+    namespace: values.namespace,
+    keyNamespace: values['key-namespace'],
+    identity: process.env.POD_NAME,
+    leaderElection: values['leader-elect'] !== 'false',
+    server: { host: values['metrics-host'], port: Number(values['metrics-port']) },
+  });
+  operator.manager.installSignalHandlers();
+  await operator.start();
+  const port = operator.manager.server?.port();
+  log.info({ namespace: values.namespace, port }, 'operator started');
+  const reason = await operator.manager.done;
+  // Lost leadership: exit non-zero so the process restarts as a fresh candidate with empty state.
+  process.exit(reason === 'shutdown' ? 0 : 1);
+}
+
+main().catch((err: unknown) => {
+  newLogger('operator').fatal({ err: err instanceof Error ? err.message : String(err) }, 'operator failed');
+  process.exit(1);
+});

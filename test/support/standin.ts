@@ -1,0 +1,103 @@
+// A scripted stand-in for the node agent, for operator tests without a WireGuard lab: it publishes envelope
+// and WireGuard public keys in a NodeTunnel's status, unseals its PSKs from the operator's Secrets, and
+// reports peer states, the way the real agent does.
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubeConfig,
+} from '@kubernetes/client-node';
+import { GROUP, NODE_TUNNEL_PLURAL, nodeTunnelName, VERSION } from '../../api/v1alpha1/groupversion.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
+import { encodeKey, generateKeyPair } from '../../lib/keys.js';
+import { decodeKeySecretData, keySecretName, pairKey } from '../../lib/keysecret.js';
+import { newBoxKeyPair, unseal, type BoxKeyPair } from '../../lib/seal.js';
+
+export class AgentStandIn {
+  readonly envelope: BoxKeyPair = newBoxKeyPair();
+  readonly wg = generateKeyPair();
+  /** every plaintext key this stand-in saw, base64, so tests can search for leaks */
+  readonly seenKeys = new Set<string>();
+  private readonly custom: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+
+  constructor(
+    kc: KubeConfig,
+    readonly overlay: string,
+    readonly node: string,
+    private readonly namespace: string,
+  ) {
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.seenKeys.add(Buffer.from(this.envelope.secretKey).toString('base64'));
+    this.seenKeys.add(encodeKey(this.wg.privateKey));
+  }
+
+  private async patchStatus(status: object): Promise<void> {
+    await this.custom.patchClusterCustomObjectStatus(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: NODE_TUNNEL_PLURAL,
+        name: nodeTunnelName(this.overlay, this.node),
+        body: { status },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  }
+
+  async publishKeys(): Promise<void> {
+    await this.patchStatus({
+      envelopePublicKey: encodeKey(this.envelope.publicKey),
+      publicKey: this.wg.publicKey,
+    });
+  }
+
+  async report(
+    peers: Array<{ node: string; state: string; epoch: number }>,
+    appliedEpoch: number,
+  ): Promise<void> {
+    const since = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const encrypted = peers.filter((p) => p.state === 'Encrypted').length;
+    await this.patchStatus({
+      appliedEpoch,
+      peers: peers.map((p) => ({ ...p, since })),
+      summary: { encrypted, total: peers.length },
+      peersSummary: `${encrypted}/${peers.length}`,
+    });
+  }
+
+  async operatorPublicKey(): Promise<Uint8Array> {
+    const cm = await this.core.readNamespacedConfigMap({ namespace: this.namespace, name: IDENTITY_NAME });
+    return new Uint8Array(Buffer.from(cm.data?.[IDENTITY_PUBLIC_KEY] ?? '', 'base64'));
+  }
+
+  /** The PSK of the pair (this node, peer) at `epoch`, unsealed from whichever node's Secret owns it. */
+  async psk(peer: string, epoch: number): Promise<{ key: string; fingerprint: string } | undefined> {
+    const operatorKey = await this.operatorPublicKey();
+    const [a, b] = pairKey(this.node, peer);
+    for (const owner of [this.node, peer]) {
+      let data: Record<string, string> | undefined;
+      try {
+        data = (
+          await this.core.readNamespacedSecret({
+            namespace: this.namespace,
+            name: keySecretName(this.overlay, owner),
+          })
+        ).data;
+      } catch {
+        continue;
+      }
+      const decoded = decodeKeySecretData(data);
+      if (!decoded.ok) continue;
+      const entry = decoded.payload.pairs.find((p) => p.a === a && p.b === b && p.epoch === epoch);
+      const sealed = entry?.sealed[this.node];
+      if (!entry || !sealed) continue;
+      const key = Buffer.from(unseal(sealed, operatorKey, this.envelope)).toString('base64');
+      this.seenKeys.add(key);
+      return { key, fingerprint: entry.fingerprint };
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,101 @@
+// Time is a side effect (STYLE rule 9): the queue, informer, leader elector and manager take a Clock so unit
+// tests can drive them with FakeClock instead of sleeping.
+
+export interface TimerHandle {
+  readonly __timer: unique symbol;
+}
+
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle | undefined): void;
+}
+
+export const realClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, Math.max(0, ms));
+    return t as unknown as TimerHandle;
+  },
+  clearTimeout: (handle) => {
+    if (handle !== undefined) clearTimeout(handle as unknown as ReturnType<typeof setTimeout>);
+  },
+};
+
+/** Resolves after `ms` on `clock`, or early (without rejecting) when `signal` aborts. */
+export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const onAbort = (): void => {
+      clock.clearTimeout(handle);
+      resolve();
+    };
+    const handle = clock.setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+interface FakeTimer {
+  id: number;
+  at: number;
+  fn: () => void;
+}
+
+/**
+ * A manual clock for unit tests. `advance(ms)` fires due timers in time order and lets promise callbacks run
+ * between them, so async code driven by timers makes progress the way it would in real time.
+ */
+export class FakeClock implements Clock {
+  private current: number;
+  private nextId = 1;
+  private timers: FakeTimer[] = [];
+
+  constructor(start = Date.UTC(2026, 0, 1)) {
+    this.current = start;
+  }
+
+  now(): number {
+    return this.current;
+  }
+
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    const timer = { id: this.nextId++, at: this.current + Math.max(0, ms), fn };
+    this.timers.push(timer);
+    return timer.id as unknown as TimerHandle;
+  }
+
+  clearTimeout(handle: TimerHandle | undefined): void {
+    if (handle === undefined) return;
+    const id = handle as unknown as number;
+    this.timers = this.timers.filter((t) => t.id !== id);
+  }
+
+  /** Number of timers not yet fired. */
+  pending(): number {
+    return this.timers.length;
+  }
+
+  async advance(ms: number): Promise<void> {
+    const target = this.current + ms;
+    await flushMicrotasks();
+    for (;;) {
+      const due = this.timers.filter((t) => t.at <= target).sort((a, b) => a.at - b.at || a.id - b.id)[0];
+      if (!due) break;
+      this.timers = this.timers.filter((t) => t !== due);
+      this.current = Math.max(this.current, due.at);
+      due.fn();
+      await flushMicrotasks();
+    }
+    this.current = target;
+    await flushMicrotasks();
+  }
+}
+
+/** Lets every queued promise callback run (setImmediate fires only once the microtask queue is empty). */
+export function flushMicrotasks(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}

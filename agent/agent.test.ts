@@ -1,0 +1,626 @@
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import type { NodeTunnelStatus, PeerStatus } from '../api/v1alpha1/nodetunnel.types.js';
+import { fingerprint, generateKeyPair, publicKeyOf } from '../lib/keys.js';
+import {
+  KEY_SECRET_TYPE,
+  encodeKeySecretData,
+  keySecretName,
+  pairKey,
+  type SealedPair,
+} from '../lib/keysecret.js';
+import { FakeClock } from '../lib/runtime/clock.js';
+import type { RawObject } from '../lib/runtime/rest.js';
+import { newBoxKeyPair, newPresharedKey, seal, type BoxKeyPair } from '../lib/seal.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../operator/identity.js';
+import { Agent, interfaceName } from './agent.js';
+import { FakeWireGuardDevice } from './device/fake.js';
+import { FakeApiServer, OVERLAYS_PATH, TUNNELS_PATH, configMapsPath, secretsPath } from './fakes.js';
+import { agentLeaseName } from './liveness.js';
+import type { Prober } from './probe.js';
+
+const NS = 'sealmesh-system';
+const OVERLAY = 'ovl';
+const PROBE_MS = 5000;
+
+async function waitUntil(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+interface Peer {
+  node: string;
+  index: number;
+  wg: { privateKey: Uint8Array; publicKey: string };
+  envelope: BoxKeyPair;
+}
+
+function tunnelObject(
+  node: string,
+  index: number,
+  status?: Record<string, unknown>,
+  extra: object = {},
+): RawObject {
+  return {
+    apiVersion: 'sealmesh.io/v1alpha1',
+    kind: 'NodeTunnel',
+    metadata: {
+      name: `${OVERLAY}.${node}`,
+      labels: { 'sealmesh.io/overlay': OVERLAY, 'sealmesh.io/node': node },
+    },
+    spec: {
+      overlay: OVERLAY,
+      nodeName: node,
+      address: `10.99.0.${index}/24`,
+      endpoint: `198.18.0.${index}:51820`,
+      allowedIPs: [`10.99.0.${index}/32`],
+      listenPort: 51820,
+      persistentKeepalive: '25s',
+      epoch: 1,
+      secretRef: { namespace: NS, name: keySecretName(OVERLAY, node) },
+      ...extra,
+    },
+    ...(status ? { status } : {}),
+  };
+}
+
+class World {
+  readonly api = new FakeApiServer();
+  readonly clock = new FakeClock(Date.UTC(2026, 10, 21, 5, 0, 0));
+  readonly operator = newBoxKeyPair();
+  readonly devices = new Map<string, FakeWireGuardDevice>();
+  readonly probes: string[] = [];
+  readonly logLines: string[] = [];
+  readonly peers = new Map<string, Peer>();
+  readonly psks = new Map<string, Uint8Array>();
+  agent!: Agent;
+  stateDir = '';
+
+  constructor(
+    readonly keys: { custody?: 'Node' | 'Operator'; presharedKeys?: 'PerPair' | 'Disabled' } = {},
+  ) {}
+
+  async init(): Promise<void> {
+    this.stateDir = join(await mkdtemp(join(tmpdir(), 'sealmesh-agent-')), 'state');
+    this.api.put(configMapsPath(NS), {
+      metadata: { name: IDENTITY_NAME, namespace: NS },
+      data: { [IDENTITY_PUBLIC_KEY]: Buffer.from(this.operator.publicKey).toString('base64') },
+    });
+    this.api.put(OVERLAYS_PATH, {
+      apiVersion: 'sealmesh.io/v1alpha1',
+      kind: 'OverlayNetwork',
+      metadata: { name: OVERLAY },
+      spec: { addressPool: '10.99.0.0/24', keys: this.keys },
+    });
+    this.api.put(TUNNELS_PATH, tunnelObject('a', 1));
+    for (const [node, index] of [
+      ['b', 2],
+      ['c', 3],
+    ] as const) {
+      const peer: Peer = { node, index, wg: generateKeyPair(), envelope: newBoxKeyPair() };
+      this.peers.set(node, peer);
+      this.api.put(TUNNELS_PATH, tunnelObject(node, index, this.peerStatus(peer)));
+    }
+  }
+
+  peerStatus(peer: Peer): Record<string, unknown> {
+    return {
+      ...(this.keys.custody === 'Operator' ? {} : { publicKey: peer.wg.publicKey }),
+      envelopePublicKey: Buffer.from(peer.envelope.publicKey).toString('base64'),
+    };
+  }
+
+  newAgent(device?: (name: string) => FakeWireGuardDevice): Agent {
+    const stream = new Writable({
+      write: (chunk: Buffer, _enc, cb) => {
+        this.logLines.push(chunk.toString());
+        cb();
+      },
+    });
+    const prober: Prober = {
+      probe: (_iface, address) => {
+        this.probes.push(address);
+        return Promise.resolve();
+      },
+    };
+    return new Agent({
+      node: 'a',
+      namespace: NS,
+      stateDir: this.stateDir,
+      api: this.api,
+      clock: this.clock,
+      logger: pino({ level: 'debug' }, stream),
+      prober,
+      probeIntervalMs: PROBE_MS,
+      underlayMtu: () => Promise.resolve(1500),
+      informer: { stallTimeoutMs: 1e9 },
+      deviceFactory:
+        device ??
+        ((name) => {
+          const d = this.devices.get(name) ?? new FakeWireGuardDevice(name);
+          this.devices.set(name, d);
+          return d;
+        }),
+    });
+  }
+
+  async start(): Promise<Agent> {
+    this.agent = this.newAgent();
+    await this.agent.start();
+    await waitUntil('envelope key published', () => this.status().envelopePublicKey !== undefined);
+    return this.agent;
+  }
+
+  device(): FakeWireGuardDevice {
+    const d = this.devices.get(interfaceName('sm', OVERLAY));
+    if (!d) throw new Error('no device yet');
+    return d;
+  }
+
+  status(): NodeTunnelStatus {
+    return this.api.get(TUNNELS_PATH, `${OVERLAY}.a`)?.status ?? {};
+  }
+
+  peerEntry(node: string): PeerStatus | undefined {
+    return this.status().peers?.find((p) => p.node === node);
+  }
+
+  myEnvelope(): Uint8Array {
+    return new Uint8Array(Buffer.from(this.status().envelopePublicKey!, 'base64'));
+  }
+
+  /** Acting as the operator: seal the PSK of pair (a, peer) into `owner`'s Secret. */
+  sealPair(peer: string, owner: string, sender: BoxKeyPair = this.operator, epoch = 1): SealedPair {
+    const psk = newPresharedKey();
+    const [a, b] = pairKey('a', peer);
+    this.psks.set(`${a}/${b}`, psk);
+    const envelopes: Record<string, Uint8Array> = {
+      a: this.myEnvelope(),
+      [peer]: this.peers.get(peer)!.envelope.publicKey,
+    };
+    const pair: SealedPair = {
+      a,
+      b,
+      epoch,
+      fingerprint: fingerprint(psk),
+      sealedTo: { [a]: fingerprint(envelopes[a]!), [b]: fingerprint(envelopes[b]!) },
+      sealed: { [a]: seal(psk, envelopes[a]!, sender), [b]: seal(psk, envelopes[b]!, sender) },
+    };
+    this.addToSecret(owner, { pairs: [pair] });
+    return pair;
+  }
+
+  addToSecret(
+    owner: string,
+    add: {
+      pairs?: SealedPair[];
+      privateKeys?: { epoch: number; publicKey: string; sealedTo: string; sealed: string }[];
+    },
+  ): void {
+    const name = keySecretName(OVERLAY, owner);
+    const existing = this.api.get(secretsPath(NS), name) as { data?: Record<string, string> } | undefined;
+    const payload = existing?.data
+      ? (JSON.parse(Buffer.from(existing.data['keys.json']!, 'base64').toString()) as {
+          pairs: SealedPair[];
+          privateKeys: unknown[];
+        })
+      : { pairs: [], privateKeys: [] };
+    this.api.put(secretsPath(NS), {
+      metadata: {
+        name,
+        namespace: NS,
+        labels: { 'sealmesh.io/overlay': OVERLAY, 'sealmesh.io/node': owner },
+      },
+      type: KEY_SECRET_TYPE,
+      data: encodeKeySecretData({
+        version: 1,
+        overlay: OVERLAY,
+        node: owner,
+        pairs: [...payload.pairs, ...(add.pairs ?? [])],
+        privateKeys: [...(payload.privateKeys as never[]), ...(add.privateKeys ?? [])],
+      }),
+    });
+  }
+
+  /** Runs the periodic pass once on the fake clock and waits for it to finish. */
+  async tick(ms = PROBE_MS): Promise<void> {
+    const before = this.agent.passes;
+    await this.clock.advance(ms);
+    await waitUntil('a reconcile pass', () => this.agent.passes > before);
+    await this.idle();
+  }
+
+  /** Waits until no pass runs any more (the queue drained). */
+  async idle(): Promise<void> {
+    let last = -1;
+    while (last !== this.agent.passes) {
+      last = this.agent.passes;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  allLogs(): string {
+    return this.logLines.join('');
+  }
+
+  async close(): Promise<void> {
+    await this.agent?.stop();
+    if (process.env.AGENT_TEST_LOG_FILE) {
+      const { appendFile } = await import('node:fs/promises');
+      await appendFile(process.env.AGENT_TEST_LOG_FILE, this.allLogs());
+    }
+    await rm(join(this.stateDir, '..'), { recursive: true, force: true });
+  }
+}
+
+let world: World;
+afterEach(async () => {
+  await world?.close();
+});
+
+test('derives the peers from the NodeTunnels and applies them with the PSK from either Secret', async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  // b owns pair a/b (in b's Secret), a owns pair a/c (in a's own Secret)
+  const ab = world.sealPair('b', 'b');
+  const ac = world.sealPair('c', 'a');
+  await waitUntil(
+    'both peers configured',
+    () => world.peerEntry('b')?.state === 'Handshaking' && world.peerEntry('c')?.state === 'Handshaking',
+  );
+
+  const device = world.device();
+  const state = await device.read();
+  const b = world.peers.get('b')!;
+  const c = world.peers.get('c')!;
+  expect(state?.publicKey).toBe(world.status().publicKey);
+  expect(state?.listenPort).toBe(51820);
+  expect(device.addresses).toEqual(['10.99.0.1/24']);
+  expect(device.mtu).toBe(1420);
+  const byKey = new Map(state!.peers.map((p) => [p.publicKey, p]));
+  expect(byKey.get(b.wg.publicKey)).toMatchObject({
+    allowedIPs: ['10.99.0.2/32'],
+    endpoint: '198.18.0.2:51820',
+    persistentKeepalive: 25,
+    presharedKeyFingerprint: ab.fingerprint,
+  });
+  expect(byKey.get(c.wg.publicKey)?.presharedKeyFingerprint).toBe(ac.fingerprint);
+  expect(device.routes).toEqual(['10.99.0.2/32', '10.99.0.3/32']);
+
+  const status = world.status();
+  expect(status.envelopePublicKey).toBe(world.agent.envelopePublicKey());
+  expect(status.appliedEpoch).toBe(1);
+  expect(status.peersSummary).toBe('0/2');
+  expect(status.summary).toEqual({ encrypted: 0, total: 2 });
+  expect(status.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+    status: 'True',
+    reason: 'Applied',
+  });
+  expect(status.conditions?.find((c) => c.type === 'Encrypted')).toMatchObject({ status: 'False' });
+  // liveness Lease
+  expect(world.api.leases.state?.record.holderIdentity).toBe('a');
+  expect(agentLeaseName('a')).toBe('sealmesh-agent-a');
+  // no key material anywhere
+  const everything = world.allLogs() + JSON.stringify(world.api.statusPatches);
+  for (const psk of world.psks.values()) {
+    expect(everything).not.toContain(Buffer.from(psk).toString('base64'));
+    expect(everything).not.toContain(Buffer.from(psk).toString('hex'));
+  }
+});
+
+test('an update touches only the peers that changed', async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  world.sealPair('b', 'b');
+  world.sealPair('c', 'c');
+  await waitUntil(
+    'both peers configured',
+    () =>
+      world.status().peers?.every((p) => p.state === 'Handshaking') === true &&
+      world.status().peers?.length === 2,
+  );
+  await world.idle();
+  const device = world.device();
+  const c = world.peers.get('c')!;
+
+  // c gets a pod CIDR routed: one upsert of c, nothing else rewritten
+  let mark = device.calls.length;
+  world.api.put(
+    TUNNELS_PATH,
+    tunnelObject('c', 3, world.peerStatus(c), { allowedIPs: ['10.99.0.3/32', '10.244.3.0/24'] }),
+  );
+  await waitUntil('route added', () => device.routes.includes('10.244.3.0/24'));
+  await world.idle();
+  let changes = device.calls.slice(mark).filter((x) => x.method !== 'read');
+  expect(changes).toEqual([
+    { method: 'upsertPeer', detail: fingerprint(c.wg.publicKey) },
+    { method: 'syncRoutes' },
+  ]);
+
+  // a resync with nothing changed writes nothing to the device
+  mark = device.calls.length;
+  await world.tick();
+  expect(device.calls.slice(mark).filter((x) => x.method !== 'read')).toEqual([]);
+
+  // c leaves: exactly one removePeer, b untouched
+  mark = device.calls.length;
+  world.api.remove(TUNNELS_PATH, `${OVERLAY}.c`);
+  await waitUntil('peer removed', () => world.status().peers?.length === 1);
+  await world.idle();
+  changes = device.calls.slice(mark).filter((x) => x.method !== 'read');
+  expect(changes).toEqual([
+    { method: 'removePeer', detail: fingerprint(c.wg.publicKey) },
+    { method: 'syncRoutes' },
+  ]);
+  expect(device.routes).toEqual(['10.99.0.2/32']);
+  expect(world.status().peersSummary).toBe('0/1');
+});
+
+test('a PSK not sealed by the operator is refused and the peer is not added', async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  const rogue = newBoxKeyPair();
+  world.sealPair('b', 'b');
+  const bad = world.sealPair('c', 'c', rogue);
+  await waitUntil('c refused', () => world.peerEntry('c')?.state === 'KeyMismatch');
+  await waitUntil('b configured', () => world.peerEntry('b')?.state === 'Handshaking');
+  const state = await world.device().read();
+  expect(state?.peers.map((p) => p.publicKey)).toEqual([world.peers.get('b')!.wg.publicKey]);
+  expect(world.peerEntry('c')?.message).toMatch(/does not open with the operator's sealing key/);
+  expect(world.allLogs()).toMatch(/pre-shared key refused/);
+  expect(world.allLogs()).toContain(bad.fingerprint);
+  for (const psk of world.psks.values())
+    expect(world.allLogs()).not.toContain(Buffer.from(psk).toString('base64'));
+});
+
+test('PerPair without a PSK yet: the peer waits; Disabled: peers are added without one', async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  await waitUntil('peers awaiting', () => world.status().peers?.length === 2);
+  expect(world.status().peers?.map((p) => p.state)).toEqual(['AwaitingPeer', 'AwaitingPeer']);
+  expect((await world.device().read())?.peers).toEqual([]);
+  await world.close();
+
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  await world.start();
+  await waitUntil(
+    'peers configured',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  const peers = (await world.device().read())!.peers;
+  expect(peers).toHaveLength(2);
+  expect(peers.every((p) => !p.presharedKeySet)).toBe(true);
+});
+
+test('peer states move Handshaking → Encrypted → Stale, and status is written only on a change', async () => {
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  await world.start();
+  await waitUntil(
+    'peers configured',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  await world.idle();
+  const device = world.device();
+  const b = world.peers.get('b')!;
+  const c = world.peers.get('c')!;
+  const firstSince = world.peerEntry('b')!.since;
+  // Handshaking peers are probed through the tunnel
+  expect(world.probes).toEqual(expect.arrayContaining(['10.99.0.2', '10.99.0.3']));
+
+  // quiet passes: nothing changes, nothing is written
+  let writes = world.agent.statusWrites;
+  await world.tick();
+  await world.tick();
+  expect(world.agent.statusWrites).toBe(writes);
+
+  device.handshake(b.wg.publicKey, new Date(world.clock.now()));
+  device.handshake(c.wg.publicKey, new Date(world.clock.now()));
+  await world.tick();
+  expect(world.peerEntry('b')).toMatchObject({ state: 'Encrypted', epoch: 1 });
+  expect(world.status().peersSummary).toBe('2/2');
+  expect(world.status().conditions?.find((x) => x.type === 'Encrypted')).toMatchObject({
+    status: 'True',
+    reason: 'AllPeersEncrypted',
+  });
+  const encryptedSince = world.peerEntry('b')!.since;
+  expect(encryptedSince).not.toBe(firstSince);
+  expect(world.agent.statusWrites).toBe(writes + 1);
+
+  // a fresh handshake on c alone is no state change: no write, `since` kept
+  writes = world.agent.statusWrites;
+  await world.tick(60_000);
+  device.handshake(c.wg.publicKey, new Date(world.clock.now()));
+  await world.tick();
+  expect(world.agent.statusWrites).toBe(writes);
+  expect(world.peerEntry('b')!.since).toBe(encryptedSince);
+
+  // b has no handshake for more than 180 s: Stale; c (handshake 65 s ago) still Encrypted
+  await world.tick(120_000);
+  expect(world.peerEntry('b')).toMatchObject({ state: 'Stale', message: 'no handshake within 180s' });
+  expect(world.peerEntry('c')?.state).toBe('Encrypted');
+  expect(world.status().peersSummary).toBe('1/2');
+  expect(world.agent.statusWrites).toBe(writes + 1);
+});
+
+test('envelope key: created 0600 in a 0700 dir, reused on restart; the device is adopted, not re-created', async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  world.sealPair('b', 'b');
+  world.sealPair('c', 'a');
+  await waitUntil(
+    'peers configured',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  const envelope = world.agent.envelopePublicKey();
+  const wgPublic = world.status().publicKey;
+  expect((await stat(world.stateDir)).mode & 0o777).toBe(0o700);
+  expect((await stat(join(world.stateDir, 'envelope.key'))).mode & 0o777).toBe(0o600);
+  expect((await stat(join(world.stateDir, 'overlays', OVERLAY, 'wg-1.key'))).mode & 0o777).toBe(0o600);
+
+  // SIGTERM: watches stop, the device stays
+  await world.agent.stop();
+  const device = world.device();
+  expect(device.exists).toBe(true);
+  expect(world.api.openWatches()).toBe(0);
+
+  const mark = device.calls.length;
+  const writes = world.api.statusPatches.length;
+  world.agent = world.newAgent();
+  await world.agent.start();
+  await waitUntil('a pass after restart', () => world.agent.passes > 0);
+  await world.idle();
+  expect(world.agent.envelopePublicKey()).toBe(envelope);
+  expect(world.status().publicKey).toBe(wgPublic);
+  const methods = device.calls.slice(mark).map((x) => x.method);
+  expect(methods).not.toContain('delete');
+  expect(methods).not.toContain('upsertPeer');
+  expect(methods).not.toContain('removePeer');
+  expect((await device.read())?.peers).toHaveLength(2);
+  // same state as before the restart: nothing to write
+  expect(world.api.statusPatches.length).toBe(writes);
+});
+
+test('leaving the overlay deletes the device and the keys kept for it', async () => {
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  await world.start();
+  await waitUntil('peers configured', () => world.status().peers?.length === 2);
+  const device = world.device();
+  expect(device.exists).toBe(true);
+  world.api.remove(TUNNELS_PATH, `${OVERLAY}.a`);
+  await waitUntil('device deleted', () => !device.exists);
+  await world.idle();
+  await expect(stat(join(world.stateDir, 'overlays', OVERLAY))).rejects.toMatchObject({ code: 'ENOENT' });
+  // envelope key stays: it identifies the node, not the overlay
+  expect((await stat(join(world.stateDir, 'envelope.key'))).isFile()).toBe(true);
+});
+
+test('Operator custody: the sealed private key is applied only when it matches spec.publicKey', async () => {
+  world = new World({ custody: 'Operator' });
+  await world.init();
+  const key = generateKeyPair();
+  world.api.put(TUNNELS_PATH, tunnelObject('a', 1, undefined, { publicKey: key.publicKey }));
+  for (const peer of world.peers.values()) {
+    world.api.put(
+      TUNNELS_PATH,
+      tunnelObject(peer.node, peer.index, world.peerStatus(peer), { publicKey: peer.wg.publicKey }),
+    );
+  }
+  await world.start();
+  await waitUntil('awaiting keys', () => world.status().conditions?.[0]?.reason === 'AwaitingKeys');
+  expect(world.status().publicKey).toBeUndefined();
+
+  // a key that does not match spec.publicKey is refused
+  const wrong = generateKeyPair();
+  const env = world.myEnvelope();
+  world.addToSecret('a', {
+    privateKeys: [
+      {
+        epoch: 1,
+        publicKey: key.publicKey,
+        sealedTo: fingerprint(env),
+        sealed: seal(wrong.privateKey, env, world.operator),
+      },
+    ],
+  });
+  await waitUntil('mismatch reported', () => world.status().conditions?.[0]?.reason === 'KeyMismatch');
+  expect(world.devices.size === 0 || !world.device().exists).toBe(true);
+
+  // the right key is applied
+  world.api.remove(secretsPath(NS), keySecretName(OVERLAY, 'a'));
+  world.addToSecret('a', {
+    privateKeys: [
+      {
+        epoch: 1,
+        publicKey: key.publicKey,
+        sealedTo: fingerprint(env),
+        sealed: seal(key.privateKey, env, world.operator),
+      },
+    ],
+  });
+  world.sealPair('b', 'b');
+  world.sealPair('c', 'a');
+  await waitUntil(
+    'applied',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  expect((await world.device().read())?.publicKey).toBe(publicKeyOf(key.privateKey));
+  expect(world.status().publicKey).toBeUndefined();
+  expect(world.allLogs()).not.toContain(Buffer.from(key.privateKey).toString('base64'));
+});
+
+test('a device that does not hold the intended PSK is reported as KeyMismatch', async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  const device = world.device.bind(world);
+  world.sealPair('b', 'b');
+  world.sealPair('c', 'c');
+  await waitUntil(
+    'configured',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  // someone changes b's PSK behind the agent's back; the next pass re-applies it
+  const b = world.peers.get('b')!;
+  await device().upsertPeer({
+    publicKey: b.wg.publicKey,
+    presharedKey: newPresharedKey(),
+    allowedIPs: ['10.99.0.2/32'],
+    endpoint: '198.18.0.2:51820',
+    persistentKeepalive: 25,
+  });
+  const mark = device().calls.length;
+  await world.tick();
+  expect(
+    device()
+      .calls.slice(mark)
+      .filter((x) => x.method === 'upsertPeer'),
+  ).toHaveLength(1);
+  expect(
+    (await device().read())?.peers.find((p) => p.publicKey === b.wg.publicKey)?.presharedKeyFingerprint,
+  ).toBe(fingerprint(world.psks.get('a/b')!));
+  // a device that silently drops the PSK: KeyMismatch with fingerprints only
+  const dev = device();
+  const original = dev.upsertPeer.bind(dev);
+  dev.upsertPeer = (peer) => original({ ...peer, presharedKey: undefined });
+  await dev.upsertPeer({ publicKey: b.wg.publicKey, allowedIPs: ['10.99.0.2/32'] });
+  await world.tick();
+  expect(world.peerEntry('b')).toMatchObject({ state: 'KeyMismatch' });
+  expect(world.peerEntry('b')?.message).toContain(`intended ${fingerprint(world.psks.get('a/b')!)}`);
+  expect(world.status().conditions?.find((x) => x.type === 'Ready')).toMatchObject({
+    status: 'False',
+    reason: 'DeviceMismatch',
+  });
+});
+
+test('a device error is reported as Ready=False and the pass retried', async () => {
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  world.devices.set(interfaceName('sm', OVERLAY), new FakeWireGuardDevice(interfaceName('sm', OVERLAY)));
+  world.device().failNext('upsertPeer', new Error('wg set failed: operation not permitted'));
+  await world.start();
+  await waitUntil(
+    'retry applied',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  const readies = world.api.statusPatches.map(
+    (p) => (p.status.conditions as { type: string; reason: string; message: string }[] | undefined)?.[0],
+  );
+  expect(readies[0]).toMatchObject({ reason: 'DeviceError' });
+  expect(readies[0]?.message).toContain('operation not permitted');
+  expect(world.allLogs()).toMatch(/reconcile failed; retrying with backoff/);
+  expect(world.status().conditions?.find((c) => c.type === 'Ready')).toMatchObject({ status: 'True' });
+});

@@ -1,0 +1,120 @@
+// The node's secrets on disk: the envelope key (X25519, the operator seals key material to its public half)
+// and, in Node custody, one WireGuard private key per overlay per epoch. Nothing here ever leaves the node:
+// the state dir is 0700, every key file 0600, written to a temporary file first and renamed, so a crash never
+// leaves a half-written key behind. Files hold base64 so an operator can inspect them with ordinary tools.
+import { chmod, mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { generateKeyPair, publicKeyOf, validateKey, type RandomBytes, type WgKeyPair } from '../lib/keys.js';
+import { boxKeyPairFromSecret, newBoxKeyPair, type BoxKeyPair } from '../lib/seal.js';
+
+const ENVELOPE_FILE = 'envelope.key';
+const OVERLAYS_DIR = 'overlays';
+const KEY_FILE = /^wg-(\d+)\.key$/;
+// Overlay names are DNS-1123 labels (they are label values); anything else must not become a path.
+const OVERLAY_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+export class KeyStore {
+  constructor(
+    readonly dir: string,
+    private readonly random?: RandomBytes,
+  ) {}
+
+  /** Creates the state dir (0700) and tightens its mode if it already existed. */
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await chmod(this.dir, 0o700);
+  }
+
+  /** The envelope key pair: created on first start, reused afterwards. */
+  async envelopeKeyPair(): Promise<BoxKeyPair> {
+    const path = join(this.dir, ENVELOPE_FILE);
+    const existing = await readKeyFile(path);
+    if (existing) return boxKeyPairFromSecret(existing);
+    const fresh = this.random ? newBoxKeyPair(this.random) : newBoxKeyPair();
+    await writeKeyFile(path, fresh.secretKey);
+    return fresh;
+  }
+
+  private overlayDir(overlay: string): string {
+    if (!OVERLAY_NAME.test(overlay)) throw new Error(`invalid overlay name ${JSON.stringify(overlay)}`);
+    return join(this.dir, OVERLAYS_DIR, overlay);
+  }
+
+  /** Marks that this node has state for `overlay` (so a restart can clean up an overlay it has left). */
+  async ensureOverlay(overlay: string): Promise<void> {
+    await mkdir(join(this.dir, OVERLAYS_DIR), { recursive: true, mode: 0o700 });
+    await mkdir(this.overlayDir(overlay), { recursive: true, mode: 0o700 });
+  }
+
+  /** Node custody: this node's WireGuard key pair for `overlay` at `epoch`, generated on first use. */
+  async wireGuardKeyPair(overlay: string, epoch: number): Promise<WgKeyPair> {
+    await this.ensureOverlay(overlay);
+    const path = join(this.overlayDir(overlay), `wg-${epoch}.key`);
+    const existing = await readKeyFile(path);
+    if (existing) {
+      const privateKey = validateKey(existing, `stored private key of overlay ${overlay} epoch ${epoch}`);
+      return { privateKey, publicKey: publicKeyOf(privateKey) };
+    }
+    const pair = this.random ? generateKeyPair(this.random) : generateKeyPair();
+    await writeKeyFile(path, pair.privateKey);
+    return pair;
+  }
+
+  /** Node custody: forget the keys of epochs below `keepFrom` (they can never be used again). */
+  async pruneEpochs(overlay: string, keepFrom: number): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.overlayDir(overlay));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const name of names) {
+      const m = KEY_FILE.exec(name);
+      if (m && Number(m[1]) < keepFrom) await unlink(join(this.overlayDir(overlay), name));
+    }
+  }
+
+  async removeOverlay(overlay: string): Promise<void> {
+    await rm(this.overlayDir(overlay), { recursive: true, force: true });
+  }
+
+  /** Overlays this node kept state for. */
+  async overlays(): Promise<string[]> {
+    try {
+      const entries = await readdir(join(this.dir, OVERLAYS_DIR), { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory() && OVERLAY_NAME.test(e.name)).map((e) => e.name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+}
+
+async function readKeyFile(path: string): Promise<Uint8Array | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new Error(`failed to read key file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  const raw = new Uint8Array(Buffer.from(text.trim(), 'base64'));
+  if (raw.length !== 32) throw new Error(`key file ${path} is corrupt: expected 32 bytes of base64`);
+  return raw;
+}
+
+async function writeKeyFile(path: string, key: Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  // mode only applies when the file is created; 'wx' makes sure it is.
+  await rm(tmp, { force: true });
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(`${Buffer.from(key).toString('base64')}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await chmod(tmp, 0o600);
+  await rename(tmp, path);
+}

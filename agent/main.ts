@@ -1,0 +1,74 @@
+// Entry point of the node agent (`npm run agent`, or the DaemonSet's container). Flags win over environment
+// variables. SIGTERM/SIGINT stop the watches but leave every WireGuard interface up, so traffic keeps
+// flowing while the agent restarts.
+import { parseArgs } from 'node:util';
+import { loadKubeConfig } from '../lib/kube.js';
+import { newLogger } from '../lib/log.js';
+import { parseDuration } from '../api/v1alpha1/validation.js';
+import { Agent } from './agent.js';
+import { WgCliDevice } from './device/wgcli.js';
+import { KubeAgentApi } from './kube.js';
+
+const USAGE = `usage: agent [--node NAME] [--state-dir DIR] [--namespace NS] [--interface-prefix P] [--probe-interval 5s]
+  --node              this node's name (env NODE_NAME)
+  --state-dir         where keys are kept (env SEALMESH_STATE_DIR, default /var/lib/sealmesh)
+  --namespace         the key namespace: sealed key Secrets, the operator's public key, liveness Leases (env SEALMESH_NAMESPACE, default sealmesh-keys)
+  --interface-prefix  interface names are <prefix>-<6 hex> (default sm)
+  --probe-interval    how often peers are measured (default 5s)
+The kubeconfig comes from $KUBECONFIG, else the in-cluster service account.`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      node: { type: 'string' },
+      'state-dir': { type: 'string' },
+      namespace: { type: 'string' },
+      'interface-prefix': { type: 'string' },
+      'probe-interval': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const node = values.node ?? process.env.NODE_NAME;
+  if (!node) throw new Error(`no node name: pass --node or set NODE_NAME\n${USAGE}`);
+  const probeInterval = values['probe-interval'] ?? '5s';
+  const probeSeconds = parseDuration(probeInterval);
+  if (!probeSeconds) throw new Error(`--probe-interval ${probeInterval} is not a duration such as 5s`);
+
+  const log = newLogger('agent');
+  const agent = new Agent({
+    node,
+    stateDir: values['state-dir'] ?? process.env.SEALMESH_STATE_DIR ?? '/var/lib/sealmesh',
+    namespace: values.namespace ?? process.env.SEALMESH_NAMESPACE ?? 'sealmesh-keys',
+    interfacePrefix: values['interface-prefix'] ?? 'sm',
+    probeIntervalMs: probeSeconds * 1000,
+    api: new KubeAgentApi(loadKubeConfig()),
+    deviceFactory: (name) => new WgCliDevice(name),
+    logger: log,
+  });
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    agent.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  await agent.start();
+}
+
+main().catch((err: unknown) => {
+  console.error(`agent: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

@@ -31,7 +31,7 @@ describe('seal/unseal', () => {
       'a tampered value',
       () => {
         const raw = Buffer.from(seal(psk, nodeA.publicKey, operator), 'base64');
-        raw[raw.length - 1] ^= 1;
+        raw.writeUInt8(raw.readUInt8(raw.length - 1) ^ 1, raw.length - 1);
         return unseal(raw.toString('base64'), operator.publicKey, nodeA);
       },
     ],

@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { CoreV1Api, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import { GROUP, NODE_TUNNEL_PLURAL, OVERLAY_NETWORK_PLURAL, VERSION } from '../api/v1alpha1/groupversion.js';
 import { coreResources, customResource } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
@@ -12,7 +13,13 @@ import { Manager } from '../lib/runtime/manager.js';
 import { RuntimeMetrics } from '../lib/runtime/metrics.js';
 import { KubeRest } from '../lib/runtime/rest.js';
 import { Sealer } from '../lib/seal.js';
-import { MANAGED_BY, OverlayNetworkController } from './controllers/overlaynetwork.controller.js';
+import { agentLeaseName } from '../agent/liveness.js';
+import {
+  MANAGED_BY,
+  OverlayNetworkController,
+  type RotationMetrics,
+} from './controllers/overlaynetwork.controller.js';
+import type { RotationTimings } from './rotation.js';
 import { loadOrCreateIdentity } from './identity.js';
 import { KubeOperatorWriter, type WriteCounter } from './writer.js';
 
@@ -32,6 +39,8 @@ export interface OperatorOptions {
   resyncPeriodMs?: number;
   writeCounter?: WriteCounter;
   metrics?: RuntimeMetrics;
+  /** rotation timeouts (tests shorten them) */
+  rotationTimings?: Partial<RotationTimings>;
 }
 
 export interface Operator {
@@ -65,11 +74,51 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
       .map(([k, v]) => `${k}=${v}`)
       .join(','),
   });
+  // Agents' liveness Leases: a rotation waits only for agents whose Lease is fresh.
+  const leases = informer({ client: rest, resource: coreResources.leases, namespace: keyNamespace });
   const identity = await loadOrCreateIdentity(o.kc.makeApiClient(CoreV1Api), o.namespace, keyNamespace);
   log.info({ sealingKey: identity.fingerprint }, 'operator identity loaded');
 
   const id = o.identity ?? `${hostname()}-${randomBytes(4).toString('hex')}`;
   const metrics = o.metrics ?? new RuntimeMetrics();
+  const writes = new Counter({
+    name: 'sealmesh_operator_writes_total',
+    help: 'Object writes the API server accepted, by kind of write.',
+    labelNames: ['kind'],
+    registers: [metrics.registry],
+  });
+  const rotationSeconds = new Histogram({
+    name: 'sealmesh_rotation_duration_seconds',
+    help: 'Time from the start of staging to the completion of a key rotation.',
+    labelNames: ['overlay', 'scope'],
+    buckets: [1, 2, 5, 10, 20, 30, 60, 120, 300, 600],
+    registers: [metrics.registry],
+  });
+  const lastRotation = new Map<string, { keys: number; psk: number }>();
+  new Gauge({
+    name: 'sealmesh_key_age_seconds',
+    help: 'Age of the keys in use, per overlay: kind=private (WireGuard private keys) or preshared.',
+    labelNames: ['overlay', 'kind'],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      const now = Date.now();
+      for (const [overlay, t] of lastRotation) {
+        this.set({ overlay, kind: 'private' }, (now - t.keys) / 1000);
+        this.set({ overlay, kind: 'preshared' }, (now - t.psk) / 1000);
+      }
+    },
+  });
+  const rotationMetrics: RotationMetrics = {
+    completed: (overlay, scope, seconds) => rotationSeconds.observe({ overlay, scope }, seconds),
+    keyTimes: (overlay, keys, psk) => lastRotation.set(overlay, { keys: keys.getTime(), psk: psk.getTime() }),
+  };
+  const counter: WriteCounter = {
+    count(kind) {
+      writes.inc({ kind });
+      o.writeCounter?.count(kind);
+    },
+  };
   const manager = new Manager({
     name: 'sealmesh-operator',
     logger: log,
@@ -94,7 +143,7 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     // Events about cluster-scoped objects must live in "default": the API server rejects them elsewhere, and
     // that is where `kubectl describe overlaynetwork` looks.
     'default',
-    o.writeCounter,
+    counter,
   );
   const controller = new OverlayNetworkController({
     namespace: keyNamespace,
@@ -102,6 +151,10 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     nodes,
     tunnels,
     secrets,
+    leases,
+    leaseName: agentLeaseName,
+    timings: o.rotationTimings,
+    rotationMetrics,
     writer,
     sealer: new Sealer(identity.keyPair),
     logger: log,
@@ -114,6 +167,7 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
       { informer: nodes, map: (obj: KubernetesObject) => controller.keysFor('node', obj) },
       { informer: tunnels, map: (obj: KubernetesObject) => controller.keysFor('tunnel', obj) },
       { informer: secrets, map: (obj: KubernetesObject) => controller.keysFor('secret', obj) },
+      { informer: leases, map: (obj: KubernetesObject) => controller.keysFor('lease', obj) },
     ],
     reconcile: (key) => controller.reconcile(key),
   });

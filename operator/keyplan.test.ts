@@ -59,7 +59,7 @@ test('a peer with a new envelope key gets its pair re-keyed, the others are kept
     m.name === 'a' ? { ...m, envelopePublicKey: encodeKey(fresh.publicKey) } : m,
   );
   const next = planKeySecret({ ...base, members: moved, existing: first.payload }, sealer);
-  expect(next.newPairs).toEqual(['a/c']);
+  expect(next.newPairs).toEqual(['a/c@1']);
   expect(next.payload.pairs[1]).toEqual(first.payload.pairs[1]);
   expect(() => unseal(next.payload.pairs[0]!.sealed.a!, operator.publicKey, fresh)).not.toThrow();
 });
@@ -79,4 +79,53 @@ test('Operator custody seals a private key to the node and exposes only the publ
   const again = planKeySecret({ ...base, custody: 'Operator', existing: plan.payload }, sealer);
   expect(again.publicKey).toBe(plan.publicKey);
   expect(again.changed).toBe(false);
+});
+
+describe('rotation', () => {
+  test('staging adds target-epoch PSKs and keeps the current ones; completion drops the old', () => {
+    const current = planKeySecret(base, sealer).payload;
+    const staged = planKeySecret(
+      { ...base, target: { epoch: 2, newPrivateKey: false }, existing: current },
+      sealer,
+    );
+    expect(staged.payload.pairs.map((p) => `${p.a}/${p.b}@${p.epoch}`)).toEqual([
+      'a/c@1',
+      'a/c@2',
+      'b/c@1',
+      'b/c@2',
+    ]);
+    expect(staged.payload.pairs.filter((p) => p.epoch === 1)).toEqual(current.pairs);
+    const again = planKeySecret(
+      { ...base, target: { epoch: 2, newPrivateKey: false }, existing: staged.payload },
+      sealer,
+    );
+    expect(again.changed).toBe(false);
+    const done = planKeySecret({ ...base, epoch: 2, existing: staged.payload }, sealer);
+    expect(done.payload.pairs).toEqual(staged.payload.pairs.filter((p) => p.epoch === 2));
+    expect(done.newPairs).toEqual([]);
+  });
+
+  test('Operator custody: a Keys rotation stages a new private key, a PSK-only one keeps the key', () => {
+    const op = { ...base, custody: 'Operator' as const };
+    const current = planKeySecret(op, sealer);
+    const pskOnly = planKeySecret(
+      { ...op, target: { epoch: 2, newPrivateKey: false }, existing: current.payload },
+      sealer,
+    );
+    expect(pskOnly.payload.privateKeys).toEqual(current.payload.privateKeys);
+    const afterPskOnly = planKeySecret({ ...op, epoch: 2, existing: pskOnly.payload }, sealer);
+    expect(afterPskOnly.publicKey).toBe(current.publicKey);
+    expect(afterPskOnly.payload.privateKeys).toEqual(current.payload.privateKeys);
+
+    const keys = planKeySecret(
+      { ...op, target: { epoch: 2, newPrivateKey: true }, existing: current.payload },
+      sealer,
+    );
+    expect(keys.payload.privateKeys.map((k) => k.epoch)).toEqual([1, 2]);
+    expect(keys.publicKey).toBe(current.publicKey);
+    const afterKeys = planKeySecret({ ...op, epoch: 2, existing: keys.payload }, sealer);
+    expect(afterKeys.payload.privateKeys.map((k) => k.epoch)).toEqual([2]);
+    expect(afterKeys.publicKey).not.toBe(current.publicKey);
+    expect(afterKeys.publicKey).toBe(keys.payload.privateKeys[1]!.publicKey);
+  });
 });

@@ -23,7 +23,10 @@ export interface Member {
 export interface KeyPlanInput {
   overlay: string;
   node: string;
+  /** the current epoch N */
   epoch: number;
+  /** during a rotation: the epoch being staged, and whether it brings new private keys (scope Keys) */
+  target?: { epoch: number; newPrivateKey: boolean } | undefined;
   presharedKeys: 'PerPair' | 'Disabled';
   custody: 'Node' | 'Operator';
   members: readonly Member[];
@@ -35,7 +38,7 @@ export interface KeyPlan {
   changed: boolean;
   /** Operator custody: the node's public key at the current epoch */
   publicKey?: string | undefined;
-  /** pairs whose PSK was generated in this plan (for logs: names only) */
+  /** pairs whose PSK was generated in this plan, as "a/b@epoch" (for logs: names only) */
   newPairs: string[];
 }
 
@@ -49,10 +52,16 @@ function envelope(m: Member | undefined): { key: Uint8Array; fp: string } | unde
   }
 }
 
+/**
+ * Material for the current epoch and, during a rotation, the target epoch; anything older is dropped (that
+ * is how epoch-N material is deleted once a rotation completes). In Operator custody a private key lives at
+ * the epoch it was made for and serves every later epoch until a rotation of scope Keys makes a new one.
+ */
 export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: RandomBytes): KeyPlan {
   const me = input.members.find((m) => m.name === input.node);
   const mine = envelope(me);
-  const existingPairs = new Map((input.existing?.pairs ?? []).map((p) => [`${p.a}/${p.b}`, p]));
+  const epochs = input.target ? [input.epoch, input.target.epoch] : [input.epoch];
+  const existingPairs = new Map((input.existing?.pairs ?? []).map((p) => [`${p.a}/${p.b}@${p.epoch}`, p]));
   const pairs: SealedPair[] = [];
   const newPairs: string[] = [];
   if (me && mine && input.presharedKeys === 'PerPair') {
@@ -62,41 +71,48 @@ export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: Rand
       if (!theirs) continue;
       const [a, b] = pairKey(me.name, peer.name);
       const fps = { [me.name]: mine.fp, [peer.name]: theirs.fp };
-      const old = existingPairs.get(`${a}/${b}`);
-      if (old && old.epoch === input.epoch && old.sealedTo[a] === fps[a] && old.sealedTo[b] === fps[b]) {
-        pairs.push(old);
-        continue;
+      for (const epoch of epochs) {
+        const old = existingPairs.get(`${a}/${b}@${epoch}`);
+        if (old && old.sealedTo[a] === fps[a] && old.sealedTo[b] === fps[b]) {
+          pairs.push(old);
+          continue;
+        }
+        const psk = newPresharedKey(random);
+        pairs.push({
+          a,
+          b,
+          epoch,
+          fingerprint: fingerprint(psk),
+          sealedTo: { [a]: fps[a]!, [b]: fps[b]! },
+          sealed: { [me.name]: sealer.seal(psk, mine.key), [peer.name]: sealer.seal(psk, theirs.key) },
+        });
+        psk.fill(0);
+        newPairs.push(`${a}/${b}@${epoch}`);
       }
-      const psk = newPresharedKey(random);
-      pairs.push({
-        a,
-        b,
-        epoch: input.epoch,
-        fingerprint: fingerprint(psk),
-        sealedTo: { [a]: fps[a]!, [b]: fps[b]! },
-        sealed: { [me.name]: sealer.seal(psk, mine.key), [peer.name]: sealer.seal(psk, theirs.key) },
-      });
-      psk.fill(0);
-      newPairs.push(`${a}/${b}`);
     }
   }
   const privateKeys: SealedPrivateKey[] = [];
   let publicKey: string | undefined;
   if (input.custody === 'Operator' && mine) {
-    const old = input.existing?.privateKeys.find((k) => k.epoch === input.epoch);
-    if (old && old.sealedTo === mine.fp) {
-      privateKeys.push(old);
-      publicKey = old.publicKey;
-    } else {
+    const usable = (input.existing?.privateKeys ?? []).filter((k) => k.sealedTo === mine.fp);
+    const fresh = (epoch: number): SealedPrivateKey => {
       const kp = generateKeyPair(random);
-      privateKeys.push({
-        epoch: input.epoch,
+      const entry = {
+        epoch,
         publicKey: kp.publicKey,
         sealedTo: mine.fp,
         sealed: sealer.seal(kp.privateKey, mine.key),
-      });
+      };
       kp.privateKey.fill(0);
-      publicKey = kp.publicKey;
+      return entry;
+    };
+    // The key serving epoch e: the newest usable entry at or before e.
+    const serving = (e: number) => usable.filter((k) => k.epoch <= e).sort((x, y) => y.epoch - x.epoch)[0];
+    const current = serving(input.epoch) ?? fresh(input.epoch);
+    privateKeys.push(current);
+    publicKey = current.publicKey;
+    if (input.target?.newPrivateKey) {
+      privateKeys.push(usable.find((k) => k.epoch === input.target!.epoch) ?? fresh(input.target.epoch));
     }
   }
   const payload: KeySecretPayload = {

@@ -66,3 +66,12 @@ test('counts over a 4-node overlay', () => {
   reports[3] = { node: 'n4', peers: [enc('n1'), enc('n2'), { node: 'n3', state: 'Stale', epoch: 1 }] };
   expect(computePairs(nodes, reports)).toMatchObject({ total: 6, encrypted: 5, degraded: 1 });
 });
+
+test('with an epoch, only pairs at that epoch count as encrypted', () => {
+  const reports: SideReport[] = [
+    { node: 'a', peers: [enc('b', 1)] },
+    { node: 'b', peers: [enc('a', 1)] },
+  ];
+  expect(computePairs(['a', 'b'], reports, 2)).toMatchObject({ encrypted: 0, degraded: 0 });
+  expect(computePairs(['a', 'b'], reports, 1)).toMatchObject({ encrypted: 1 });
+});

@@ -27,7 +27,15 @@ export interface PairSummary {
   pairs: Pair[];
 }
 
-export function computePairs(nodes: readonly string[], reports: readonly SideReport[]): PairSummary {
+/**
+ * With `epoch`, a pair is encrypted only when both sides report Encrypted at exactly that epoch (used while
+ * a rotation is verified: encrypted at the old epoch does not count).
+ */
+export function computePairs(
+  nodes: readonly string[],
+  reports: readonly SideReport[],
+  epoch?: number,
+): PairSummary {
   const seen = new Map<string, Map<string, { state: PeerState; epoch?: number | undefined }>>();
   for (const r of reports) seen.set(r.node, new Map(r.peers.map((p) => [p.node, p])));
   const sorted = [...new Set(nodes)].sort();
@@ -37,7 +45,7 @@ export function computePairs(nodes: readonly string[], reports: readonly SideRep
       const [a, b] = pairKey(sorted[i]!, sorted[j]!);
       const ab = seen.get(a)?.get(b);
       const ba = seen.get(b)?.get(a);
-      pairs.push({ a, b, ...judge(a, b, ab, ba) });
+      pairs.push({ a, b, ...judge(a, b, ab, ba, epoch) });
     }
   }
   return {
@@ -50,7 +58,13 @@ export function computePairs(nodes: readonly string[], reports: readonly SideRep
 
 type Side = { state: PeerState; epoch?: number | undefined } | undefined;
 
-function judge(a: string, b: string, ab: Side, ba: Side): { state: PairState; reason: string } {
+function judge(
+  a: string,
+  b: string,
+  ab: Side,
+  ba: Side,
+  epoch?: number,
+): { state: PairState; reason: string } {
   for (const [from, to, side] of [
     [a, b, ab],
     [b, a, ba],
@@ -60,7 +74,12 @@ function judge(a: string, b: string, ab: Side, ba: Side): { state: PairState; re
     }
   }
   if (ab?.state === 'Encrypted' && ba?.state === 'Encrypted') {
-    if (ab.epoch === ba.epoch) return { state: 'Encrypted', reason: `encrypted at epoch ${ab.epoch ?? 0}` };
+    if (ab.epoch === ba.epoch) {
+      if (epoch !== undefined && ab.epoch !== epoch) {
+        return { state: 'Pending', reason: `encrypted at epoch ${ab.epoch ?? 0}, not yet at ${epoch}` };
+      }
+      return { state: 'Encrypted', reason: `encrypted at epoch ${ab.epoch ?? 0}` };
+    }
     return { state: 'Degraded', reason: `epochs differ: ${a} at ${ab.epoch ?? 0}, ${b} at ${ba.epoch ?? 0}` };
   }
   if (!ab) return { state: 'Pending', reason: `${a} has not reported ${b}` };

@@ -207,6 +207,13 @@ export const OverlayNetworkStatusSchema = z
     epoch: z.int().min(0).optional().describe('Current key epoch; it only increases.'),
     lastRotationTime: time('When the last rotation completed.').optional(),
     nextRotationTime: time('When the next scheduled rotation starts.').optional(),
+    lastRotateRequest: z
+      .string()
+      .max(253)
+      .optional()
+      .describe(
+        'The value of the sealmesh.io/rotate annotation last acted on; a new value starts a rotation.',
+      ),
     lastPresharedKeyRotationTime: time('When the last pre-shared-key-only rotation completed.').optional(),
     nextPresharedKeyRotationTime: time(
       'When the next scheduled pre-shared-key-only rotation starts.',
@@ -214,8 +221,11 @@ export const OverlayNetworkStatusSchema = z
     rotation: z
       .object({
         phase: z
-          .enum(['Staging', 'CuttingOver', 'Verifying'])
-          .describe('Staging: waiting for every agent to stage; CuttingOver: cutover time set; Verifying.'),
+          .enum(['Staging', 'CuttingOver', 'Verifying', 'Backoff'])
+          .describe(
+            'Staging: waiting for every live agent to stage; CuttingOver: cutover time set; Verifying: waiting ' +
+              'for every pair at the target epoch; Backoff: the last attempt was aborted, retried at retryTime.',
+          ),
         scope: z
           .enum(['Keys', 'PresharedKeys'])
           .describe('Keys: new private keys and pre-shared keys. PresharedKeys: pre-shared keys only.'),
@@ -227,6 +237,12 @@ export const OverlayNetworkStatusSchema = z
           .min(1)
           .optional()
           .describe('Attempt number; aborted attempts are retried with backoff.'),
+        retryTime: time('Backoff only: when the next attempt starts.').optional(),
+        reason: z
+          .string()
+          .max(1024)
+          .optional()
+          .describe('Why the rotation started, or why the last attempt aborted.'),
       })
       .optional()
       .describe('The rotation in progress, if any.'),

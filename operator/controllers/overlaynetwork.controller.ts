@@ -12,6 +12,7 @@ import {
   NODE_TUNNEL_KIND,
   OVERLAY_LABEL,
   OVERLAY_NETWORK_KIND,
+  ROTATE_ANNOTATION,
   nodeTunnelName,
 } from '../../api/v1alpha1/groupversion.js';
 import { parseNodeTunnel, type NodeTunnel } from '../../api/v1alpha1/nodetunnel.types.js';
@@ -27,11 +28,20 @@ import {
 import type { Logger } from '../../lib/log.js';
 import type { Informer } from '../../lib/runtime/informer.js';
 import type { HandlerResult } from '../../lib/runtime/queue.js';
-import { setCondition, type Condition } from '../../lib/runtime/status.js';
+import { formatTime, setCondition, type Condition } from '../../lib/runtime/status.js';
 import type { Sealer } from '../../lib/seal.js';
 import { desiredTunnels, type NodeView, type TunnelSpec } from '../desired.js';
 import { planKeySecret, type Member } from '../keyplan.js';
 import { computePairs, type PairState } from '../pairs.js';
+import {
+  DEFAULT_TIMINGS,
+  nextRotationStep,
+  type AgentView,
+  type RotationStatus,
+  type RotationStep,
+  type RotationTimings,
+} from '../rotation.js';
+import { evaluateSchedule } from '../schedule.js';
 import { NotLeaderError, type OperatorWriter } from '../writer.js';
 
 export const FINALIZER = 'sealmesh.io/cleanup';
@@ -46,10 +56,23 @@ export interface OverlayControllerDeps {
   nodes: Informer<KubernetesObject>;
   tunnels: Informer<KubernetesObject>;
   secrets: Informer<KubernetesObject>;
+  /** agents' liveness Leases in the key namespace (sealmesh-agent-<node>) */
+  leases?: Informer<KubernetesObject> | undefined;
+  /** node name → Lease name, as the agent names its liveness Lease */
+  leaseName?: (node: string) => string;
   writer: OperatorWriter;
+  timings?: Partial<RotationTimings> | undefined;
+  rotationMetrics?: RotationMetrics | undefined;
   sealer: Sealer;
   logger: Logger;
   now?: () => Date;
+}
+
+export interface RotationMetrics {
+  /** a rotation completed: its scope and how long it took from first stage to completion */
+  completed(overlay: string, scope: string, seconds: number): void;
+  /** when the overlay's private keys (and PSKs) were last renewed, for key-age gauges */
+  keyTimes(overlay: string, lastRotation: Date, lastPresharedKeyRotation: Date): void;
 }
 
 /** What the controller remembers between passes, only to phrase Events about transitions. */
@@ -65,7 +88,9 @@ interface Scope {
   overlay: OverlayNetwork;
   name: string;
   epoch: number;
+  rotation?: RotationStatus | undefined;
   now: Date;
+  requeueAfterMs?: number | undefined;
   events: Array<{ type: 'Normal' | 'Warning'; reason: string; message: string }>;
 }
 
@@ -88,16 +113,24 @@ export class OverlayNetworkController {
   readonly name = 'overlaynetwork';
   private readonly memory = new Map<string, Memory>();
   private readonly now: () => Date;
+  private readonly timings: RotationTimings;
 
   constructor(private readonly deps: OverlayControllerDeps) {
     this.now = deps.now ?? (() => new Date());
+    this.timings = { ...DEFAULT_TIMINGS, ...deps.timings };
   }
 
   // ---- event mapping (STYLE 2): every event enqueues the key of the overlay it affects ----
 
   /** Overlay names affected by a change of this object of any watched kind. */
-  keysFor(kind: 'overlay' | 'node' | 'tunnel' | 'secret', obj: KubernetesObject): string[] {
+  keysFor(kind: 'overlay' | 'node' | 'tunnel' | 'secret' | 'lease', obj: KubernetesObject): string[] {
     switch (kind) {
+      case 'lease':
+        // Liveness only matters while a rotation waits for acknowledgements.
+        return this.deps.overlays
+          .list()
+          .filter((o) => (o as { status?: { rotation?: unknown } }).status?.rotation)
+          .map((o) => o.metadata?.name ?? '');
       case 'overlay':
         return [obj.metadata?.name ?? ''];
       case 'tunnel':
@@ -135,6 +168,7 @@ export class OverlayNetworkController {
         overlay: parsed.value,
         name,
         epoch: parsed.value.status?.epoch ?? 1,
+        rotation: parsed.value.status?.rotation,
         now: this.now(),
         events: [],
       };
@@ -207,7 +241,7 @@ export class OverlayNetworkController {
         createdAt: t.metadata.creationTimestamp as string | undefined,
         envelopePublicKey: t.status?.envelopePublicKey,
       }));
-    const lost = this.lostKeySecrets(scope, members, existing);
+    const lost = scope.rotation ? [] : this.lostKeySecrets(scope, members, existing);
     if (lost.length > 0) {
       // Old keys are gone with their Secret and are never re-created: everything moves to a new epoch.
       scope.epoch += 1;
@@ -217,8 +251,9 @@ export class OverlayNetworkController {
         message: `key Secret of ${listNames(lost)} was deleted or corrupted; new keys at epoch ${scope.epoch}`,
       });
       log.warn({ nodes: lost, epoch: scope.epoch }, 'key Secret lost; moving to a new epoch');
-      await this.writeStatus(scope, { epochOnly: true });
+      await this.persist(scope, { epoch: scope.epoch });
     }
+    await this.rotate(scope, members, existing, log);
     const publicKeys = await this.syncSecrets(scope, members, log);
     await this.syncTunnels(scope, desired.tunnels, existing, publicKeys);
     await this.deleteStaleSecrets(scope, new Set(desired.tunnels.keys()));
@@ -230,11 +265,17 @@ export class OverlayNetworkController {
       exhausted: false,
     };
     const pairMembers = members.map((m) => m.name);
+    // After a cutover the devices run the target epoch; a pair is encrypted only at the epoch it should run.
+    const runningEpoch =
+      scope.rotation && (scope.rotation.phase === 'Verifying' || scope.rotation.phase === 'CuttingOver')
+        ? scope.rotation.targetEpoch
+        : scope.epoch;
     const pairs = computePairs(
       pairMembers,
       [...existing.values()]
         .filter((t) => desired.tunnels.has(t.spec.nodeName))
         .map((t) => ({ node: t.spec.nodeName, peers: t.status?.peers ?? [] })),
+      scope.rotation?.phase === 'Verifying' ? runningEpoch : undefined,
     );
     this.pairEvents(scope, memory, pairs.pairs);
     const unusable = new Set(desired.unusable.map((u) => u.node));
@@ -265,15 +306,196 @@ export class OverlayNetworkController {
       exhausted: desired.exhausted,
       pairs,
     });
+    const schedule = this.schedule(scope);
+    const created = new Date((scope.raw.metadata?.creationTimestamp as string | undefined) ?? scope.now);
+    const lastKeys = scope.overlay.status?.lastRotationTime
+      ? new Date(scope.overlay.status.lastRotationTime)
+      : created;
+    const lastPsk = scope.overlay.status?.lastPresharedKeyRotationTime
+      ? new Date(
+          Math.max(lastKeys.getTime(), new Date(scope.overlay.status.lastPresharedKeyRotationTime).getTime()),
+        )
+      : lastKeys;
+    this.deps.rotationMetrics?.keyTimes(name, lastKeys, lastPsk);
     await this.writeStatus(scope, {
       status: {
         nodes: desired.tunnels.size,
         pairs: { total: pairs.total, encrypted: pairs.encrypted, degraded: pairs.degraded },
         encryptedSummary: `${pairs.encrypted}/${pairs.total}`,
         conditions,
+        nextRotationTime: schedule.nextRotationTime && formatTime(schedule.nextRotationTime),
+        nextPresharedKeyRotationTime:
+          schedule.nextPresharedKeyRotationTime && formatTime(schedule.nextPresharedKeyRotationTime),
       },
     });
     await this.flushEvents(scope);
+    const nextDue = [schedule.nextRotationTime, schedule.nextPresharedKeyRotationTime]
+      .filter((d): d is Date => d !== undefined)
+      .map((d) => Math.max(d.getTime() - scope.now.getTime(), 1000));
+    const requeue = Math.min(scope.requeueAfterMs ?? Infinity, ...nextDue);
+    // Timers beyond a day are left to the periodic resync.
+    return Number.isFinite(requeue) ? { requeueAfterMs: Math.min(requeue, 86_400_000) } : undefined;
+  }
+
+  /** Schedule and manual trigger, from the spec and the last rotation times in status. */
+  private schedule(scope: Scope) {
+    const status = scope.overlay.status;
+    const created = new Date(
+      (scope.raw.metadata?.creationTimestamp as string | Date | undefined) ?? scope.now,
+    );
+    return evaluateSchedule({
+      rotation: scope.overlay.spec.keys.rotation,
+      presharedKeysEnabled: scope.overlay.spec.keys.presharedKeys === 'PerPair',
+      created,
+      lastRotationTime: status?.lastRotationTime ? new Date(status.lastRotationTime) : undefined,
+      lastPresharedKeyRotationTime: status?.lastPresharedKeyRotationTime
+        ? new Date(status.lastPresharedKeyRotationTime)
+        : undefined,
+      now: scope.now,
+    });
+  }
+
+  private agentViews(members: Member[], tunnels: Map<string, NodeTunnel>): AgentView[] {
+    const nowMs = this.now().getTime();
+    return members.map((m) => {
+      const lease = this.deps.leases?.get(
+        this.deps.leaseName?.(m.name) ?? `sealmesh-agent-${m.name}`,
+        this.deps.namespace,
+      ) as { spec?: { renewTime?: string; leaseDurationSeconds?: number } } | undefined;
+      const renew = lease?.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
+      const live = renew + (lease?.spec?.leaseDurationSeconds ?? 0) * 1000 > nowMs;
+      const status = tunnels.get(m.name)?.status;
+      return {
+        node: m.name,
+        live,
+        stagedEpoch: status?.stagedEpoch,
+        stagedPublicKey: status?.stagedPublicKey,
+      };
+    });
+  }
+
+  /**
+   * One step of the rotation protocol (rotation.ts decides, this applies). Progress is written to status
+   * before any key Secret changes, so a restart at any point resumes from the API.
+   */
+  private async rotate(
+    scope: Scope,
+    members: Member[],
+    tunnels: Map<string, NodeTunnel>,
+    log: Logger,
+  ): Promise<RotationStep> {
+    const { overlay } = scope;
+    let due: { scope: 'Keys' | 'PresharedKeys'; reason: string } | undefined;
+    let request: string | undefined;
+    if (!scope.rotation) {
+      const annotation = scope.raw.metadata?.annotations?.[ROTATE_ANNOTATION];
+      if (annotation !== undefined && annotation !== (overlay.status?.lastRotateRequest ?? undefined)) {
+        due = {
+          scope: 'Keys',
+          reason: `requested by annotation ${ROTATE_ANNOTATION}=${annotation.slice(0, 63)}`,
+        };
+        request = annotation;
+      } else {
+        due = this.schedule(scope).due;
+      }
+    }
+    const agents = this.agentViews(members, tunnels);
+    const target = scope.rotation?.targetEpoch ?? scope.epoch + 1;
+    const live = new Set(agents.filter((a) => a.live).map((a) => a.node));
+    const atTarget = computePairs(
+      [...live],
+      [...tunnels.values()]
+        .filter((t) => live.has(t.spec.nodeName))
+        .map((t) => ({ node: t.spec.nodeName, peers: t.status?.peers ?? [] })),
+      target,
+    );
+    const step = nextRotationStep({
+      now: scope.now,
+      epoch: scope.epoch,
+      rotation: scope.rotation,
+      due,
+      agents,
+      pairsAtTarget: {
+        total: atTarget.total,
+        encrypted: atTarget.encrypted,
+        notEncrypted: atTarget.pairs.filter((p) => p.state !== 'Encrypted').map((p) => `${p.a}/${p.b}`),
+      },
+      timings: this.timings,
+    });
+    switch (step.kind) {
+      case 'idle':
+        return step;
+      case 'wait':
+        scope.requeueAfterMs = step.afterMs;
+        return step;
+      case 'start':
+      case 'retry':
+        scope.rotation = step.rotation;
+        await this.persist(scope, {
+          rotation: step.rotation,
+          ...(request !== undefined ? { lastRotateRequest: request } : {}),
+        });
+        scope.events.push({
+          type: 'Normal',
+          reason: 'RotationStarted',
+          message: `staging epoch ${step.rotation.targetEpoch} (${step.rotation.scope}, attempt ${
+            step.rotation.attempt ?? 1
+          }): ${step.rotation.reason ?? ''}`,
+        });
+        log.info({ epoch: step.rotation.targetEpoch, scope: step.rotation.scope }, 'rotation staging');
+        scope.requeueAfterMs = 1000;
+        return step;
+      case 'cutover':
+      case 'verify':
+        scope.rotation = step.rotation;
+        await this.persist(scope, { rotation: step.rotation });
+        if (step.kind === 'cutover')
+          log.info({ cutoverTime: step.rotation.cutoverTime }, 'rotation cutover set');
+        scope.requeueAfterMs = step.kind === 'cutover' ? this.timings.cutoverDelayMs : 1000;
+        return step;
+      case 'abort':
+        scope.rotation = step.rotation;
+        await this.persist(scope, { rotation: step.rotation });
+        scope.events.push({
+          type: 'Warning',
+          reason: 'RotationAborted',
+          message: `epoch ${step.rotation.targetEpoch} aborted, epoch ${scope.epoch} kept, retry at ${
+            step.rotation.retryTime ?? ''
+          }: ${step.reason}`,
+        });
+        log.warn({ epoch: step.rotation.targetEpoch, reason: step.reason }, 'rotation aborted');
+        scope.requeueAfterMs = Math.max(
+          new Date(step.rotation.retryTime ?? 0).getTime() - scope.now.getTime(),
+          1000,
+        );
+        return step;
+      case 'complete': {
+        const when = formatTime(scope.now);
+        scope.epoch = step.epoch;
+        scope.rotation = undefined;
+        await this.persist(scope, {
+          epoch: step.epoch,
+          rotation: undefined,
+          ...(step.scope === 'Keys' ? { lastRotationTime: when } : { lastPresharedKeyRotationTime: when }),
+        });
+        const seconds = (scope.now.getTime() - new Date(step.startTime).getTime()) / 1000;
+        scope.events.push({
+          type: 'Normal',
+          reason: 'RotationCompleted',
+          message: `epoch ${step.epoch} in effect (${step.scope}) after ${seconds.toFixed(1)}s`,
+        });
+        if (step.incomplete.length > 0) {
+          scope.events.push({
+            type: 'Warning',
+            reason: 'RotationIncomplete',
+            message: `not re-established at epoch ${step.epoch}: ${listNames(step.incomplete)}`,
+          });
+        }
+        this.deps.rotationMetrics?.completed(scope.name, step.scope, seconds);
+        log.info({ epoch: step.epoch, scope: step.scope, seconds }, 'rotation completed');
+        return step;
+      }
+    }
   }
 
   /**
@@ -309,6 +531,9 @@ export class OverlayNetworkController {
           overlay: name,
           node: m.name,
           epoch: scope.epoch,
+          target: scope.rotation
+            ? { epoch: scope.rotation.targetEpoch, newPrivateKey: scope.rotation.scope === 'Keys' }
+            : undefined,
           presharedKeys: overlay.spec.keys.presharedKeys,
           custody: overlay.spec.keys.custody,
           members,
@@ -367,6 +592,9 @@ export class OverlayNetworkController {
         secretRef: { namespace: this.deps.namespace, name: keySecretName(name, node) },
       };
       const current = existing.get(node);
+      // spec.epoch records the epoch a node joined at; rotations are announced in the overlay's status, so a
+      // rotation rewrites no NodeTunnel (it would cost a write per node).
+      if (current) spec.epoch = current.spec.epoch;
       if (!current) {
         const body = {
           apiVersion: API_VERSION,
@@ -496,6 +724,17 @@ export class OverlayNetworkController {
     if (facts.pairs.degraded > 0) {
       problems.push({ reason: 'PairsDegraded', message: `${facts.pairs.degraded} pair(s) degraded` });
     }
+    // An aborted rotation leaves traffic encrypted at the old epoch: Degraded, but not a reason for Ready=False.
+    const readyProblems = problems.length;
+    const rotation = scope.rotation;
+    if (rotation?.phase === 'Backoff') {
+      problems.push({
+        reason: 'RotationAborted',
+        message: `rotation to epoch ${rotation.targetEpoch} aborted (attempt ${rotation.attempt ?? 1}): ${
+          rotation.reason ?? ''
+        }; retry at ${rotation.retryTime ?? ''}`,
+      });
+    }
     let conditions = setCondition(
       prior,
       problems.length > 0
@@ -518,7 +757,28 @@ export class OverlayNetworkController {
     const allEncrypted = facts.pairs.encrypted === facts.pairs.total;
     conditions = setCondition(
       conditions,
-      allEncrypted && problems.length === 0
+      rotation && rotation.phase !== 'Backoff'
+        ? {
+            type: 'Rotating',
+            status: 'True',
+            reason: rotation.phase,
+            message: `${rotation.scope} rotation to epoch ${rotation.targetEpoch}${
+              rotation.cutoverTime ? `, cutover at ${rotation.cutoverTime}` : ''
+            }`,
+            observedGeneration: gen,
+          }
+        : {
+            type: 'Rotating',
+            status: 'False',
+            reason: rotation ? 'Backoff' : 'Idle',
+            message: rotation ? `retry at ${rotation.retryTime ?? ''}` : `keys at epoch ${scope.epoch}`,
+            observedGeneration: gen,
+          },
+      scope.now,
+    );
+    conditions = setCondition(
+      conditions,
+      allEncrypted && readyProblems === 0
         ? {
             type: 'Ready',
             status: 'True',
@@ -529,7 +789,7 @@ export class OverlayNetworkController {
         : {
             type: 'Ready',
             status: 'False',
-            reason: problems[0]?.reason ?? 'PairsPending',
+            reason: readyProblems > 0 ? problems[0]!.reason : 'PairsPending',
             message: `${facts.pairs.encrypted}/${facts.pairs.total} pairs encrypted`,
             observedGeneration: gen,
           },
@@ -538,16 +798,19 @@ export class OverlayNetworkController {
     return conditions;
   }
 
+  /** Writes progress mid-pass (epoch, rotation) before anything depends on it; not a completed pass. */
+  private async persist(scope: Scope, fields: Partial<NonNullable<OverlayNetwork['status']>>): Promise<void> {
+    await this.writeStatus(scope, { status: fields, partial: true });
+  }
+
   private async writeStatus(
     scope: Scope,
-    what: { status: Partial<NonNullable<OverlayNetwork['status']>> } | { paused: true } | { epochOnly: true },
+    what: { status: Partial<NonNullable<OverlayNetwork['status']>>; partial?: boolean } | { paused: true },
   ): Promise<void> {
-    const prior = scope.overlay.status ?? {};
+    const prior: NonNullable<OverlayNetwork['status']> = scope.overlay.status ?? {};
+    const gen = scope.raw.metadata?.generation;
     let next: NonNullable<OverlayNetwork['status']>;
-    if ('epochOnly' in what) {
-      next = { ...prior, epoch: scope.epoch };
-    } else if ('paused' in what) {
-      const gen = scope.raw.metadata?.generation;
+    if ('paused' in what) {
       next = {
         ...prior,
         conditions: setCondition(
@@ -568,13 +831,19 @@ export class OverlayNetworkController {
         ...prior,
         ...what.status,
         epoch: scope.epoch,
-        observedGeneration: scope.raw.metadata?.generation,
+        // observedGeneration moves only after a complete, successful pass (STYLE 7)
+        ...(what.partial ? {} : { observedGeneration: gen }),
       };
     }
-    if (isDeepStrictEqual(stripUndefined(next), stripUndefined(prior))) return;
-    await this.deps.writer.replaceOverlayStatus(scope.name, scope.raw.metadata?.resourceVersion, next);
+    const cleaned = stripUndefined(next);
+    const before = stripUndefined(prior);
+    if (isDeepStrictEqual(cleaned, before)) return;
+    // A merge patch keeps keys it does not mention: a field that went away is sent as null.
+    const body: Record<string, unknown> = { ...cleaned };
+    for (const key of Object.keys(before)) if (!(key in cleaned)) body[key] = null;
+    await this.deps.writer.replaceOverlayStatus(scope.name, scope.raw.metadata?.resourceVersion, body);
     // Later steps of this pass compare against what was just written.
-    scope.overlay = { ...scope.overlay, status: next };
+    scope.overlay = { ...scope.overlay, status: cleaned };
     scope.raw = { ...scope.raw, metadata: { ...scope.raw.metadata, resourceVersion: undefined } };
   }
 

@@ -2,13 +2,16 @@
 // and WireGuard public keys in a NodeTunnel's status, unseals its PSKs from the operator's Secrets, and
 // reports peer states, the way the real agent does.
 import {
+  CoordinationV1Api,
   CoreV1Api,
+  V1MicroTime,
   CustomObjectsApi,
   PatchStrategy,
   setHeaderOptions,
   type KubeConfig,
 } from '@kubernetes/client-node';
 import { GROUP, NODE_TUNNEL_PLURAL, nodeTunnelName, VERSION } from '../../api/v1alpha1/groupversion.js';
+import { agentLeaseName } from '../../agent/liveness.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
 import { encodeKey, generateKeyPair } from '../../lib/keys.js';
 import { decodeKeySecretData, keySecretName, pairKey } from '../../lib/keysecret.js';
@@ -21,6 +24,7 @@ export class AgentStandIn {
   readonly seenKeys = new Set<string>();
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
+  private readonly coordination: CoordinationV1Api;
 
   constructor(
     kc: KubeConfig,
@@ -30,6 +34,7 @@ export class AgentStandIn {
   ) {
     this.custom = kc.makeApiClient(CustomObjectsApi);
     this.core = kc.makeApiClient(CoreV1Api);
+    this.coordination = kc.makeApiClient(CoordinationV1Api);
     this.seenKeys.add(Buffer.from(this.envelope.secretKey).toString('base64'));
     this.seenKeys.add(encodeKey(this.wg.privateKey));
   }
@@ -52,6 +57,34 @@ export class AgentStandIn {
       envelopePublicKey: encodeKey(this.envelope.publicKey),
       publicKey: this.wg.publicKey,
     });
+  }
+
+  /** Acknowledges staging of `epoch`, as an agent does once it holds the new material. */
+  async stage(epoch: number, stagedPublicKey: string): Promise<void> {
+    await this.patchStatus({ stagedEpoch: epoch, stagedPublicKey });
+  }
+
+  /** Creates or renews this node's liveness Lease (what the operator reads to decide who is live). */
+  async heartbeat(leaseDurationSeconds = 40): Promise<void> {
+    const name = agentLeaseName(this.node);
+    const spec = {
+      holderIdentity: this.node,
+      leaseDurationSeconds,
+      renewTime: new V1MicroTime(Date.now()),
+    };
+    try {
+      const lease = await this.coordination.readNamespacedLease({ name, namespace: this.namespace });
+      await this.coordination.replaceNamespacedLease({
+        name,
+        namespace: this.namespace,
+        body: { ...lease, spec },
+      });
+    } catch {
+      await this.coordination.createNamespacedLease({
+        namespace: this.namespace,
+        body: { metadata: { name }, spec },
+      });
+    }
   }
 
   async report(

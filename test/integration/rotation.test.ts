@@ -1,0 +1,357 @@
+// The operator's side of key rotation against the real API server, with agent stand-ins that acknowledge
+// staging, renew liveness Leases and report the new epoch the way agents do (test/support/standin.ts).
+import { Writable } from 'node:stream';
+import { jest } from '@jest/globals';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type CoreV1Event,
+} from '@kubernetes/client-node';
+import { pino } from 'pino';
+import {
+  GROUP,
+  NODE_TUNNEL_PLURAL,
+  OVERLAY_NETWORK_PLURAL,
+  VERSION,
+} from '../../api/v1alpha1/groupversion.js';
+import { generateKeyPair } from '../../lib/keys.js';
+import { decodeKeySecretData } from '../../lib/keysecret.js';
+import { createOperator, type Operator } from '../../operator/app.js';
+import type { WriteKind } from '../../operator/writer.js';
+import { kubeConfig, uniqueName } from '../support/cluster.js';
+import { installCRDs } from '../support/crds.js';
+import { AgentStandIn } from '../support/standin.js';
+
+jest.setTimeout(120_000);
+
+const kc = kubeConfig();
+const core = kc.makeApiClient(CoreV1Api);
+const custom = kc.makeApiClient(CustomObjectsApi);
+const run = uniqueName('rot');
+const namespace = run;
+const logLines: string[] = [];
+const logger = pino(
+  { level: 'debug' },
+  new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logLines.push(chunk.toString());
+      cb();
+    },
+  }),
+);
+const counts = new Map<WriteKind, number>();
+const writeCounter = { count: (k: WriteKind) => counts.set(k, (counts.get(k) ?? 0) + 1) };
+const operators: Operator[] = [];
+const allAgents: AgentStandIn[] = [];
+const timings = {
+  stageTimeoutMs: 4_000,
+  cutoverDelayMs: 1_000,
+  verifyTimeoutMs: 20_000,
+  backoffBaseMs: 3_000,
+};
+
+async function startOperator(): Promise<Operator> {
+  const op = await createOperator({
+    kc,
+    logger,
+    namespace,
+    identity: uniqueName('replica'),
+    leaseName: `${run}-lease`,
+    leaseDurationMs: 4_000,
+    writeCounter,
+    resyncPeriodMs: 0,
+    rotationTimings: timings,
+  });
+  await op.start();
+  operators.push(op);
+  return op;
+}
+
+async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+type Status = {
+  epoch?: number;
+  rotation?: { phase: string; scope: string; targetEpoch: number; cutoverTime?: string; reason?: string };
+  lastRotationTime?: string;
+  lastPresharedKeyRotationTime?: string;
+  lastRotateRequest?: string;
+  encryptedSummary?: string;
+  conditions?: Array<{ type: string; status: string; reason: string; message: string }>;
+};
+
+async function status(name: string): Promise<Status> {
+  const o = (await custom.getClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: OVERLAY_NETWORK_PLURAL,
+    name,
+  })) as {
+    status?: Status;
+  };
+  return o.status ?? {};
+}
+
+async function events(overlay: string): Promise<CoreV1Event[]> {
+  return (
+    await core.listNamespacedEvent({ namespace: 'default', fieldSelector: `involvedObject.name=${overlay}` })
+  ).items;
+}
+
+async function secretEpochs(overlay: string): Promise<number[]> {
+  const secrets = (
+    await core.listNamespacedSecret({ namespace, labelSelector: `sealmesh.io/overlay=${overlay}` })
+  ).items;
+  const epochs = new Set<number>();
+  for (const s of secrets) {
+    const d = decodeKeySecretData(s.data);
+    if (d.ok) for (const p of d.payload.pairs) epochs.add(p.epoch);
+  }
+  return [...epochs].sort();
+}
+
+async function annotate(overlay: string, value: string): Promise<void> {
+  await custom.patchClusterCustomObject(
+    {
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      name: overlay,
+      body: { metadata: { annotations: { 'sealmesh.io/rotate': value } } },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+}
+
+/** An overlay of `n` nodes whose stand-ins published keys and report every pair Encrypted at epoch 1. */
+async function overlayWithNodes(tag: string, n: number): Promise<{ name: string; agents: AgentStandIn[] }> {
+  const name = `${run}-${tag}`;
+  const nodes = Array.from({ length: n }, (_, i) => `${name}-n${i}`);
+  for (const [i, node] of nodes.entries()) {
+    await core.createNode({ body: { metadata: { name: node, labels: { 'sealmesh.io/rot': name } } } });
+    await core.patchNodeStatus(
+      { name: node, body: { status: { addresses: [{ type: 'InternalIP', address: `198.18.1.${i + 1}` }] } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  }
+  await custom.createClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: OVERLAY_NETWORK_PLURAL,
+    body: {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: 'OverlayNetwork',
+      metadata: { name },
+      spec: { nodeSelector: { matchLabels: { 'sealmesh.io/rot': name } }, addressPool: '100.70.0.0/24' },
+    },
+  });
+  await until('tunnels', async () => {
+    const l = (await custom.listClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: NODE_TUNNEL_PLURAL,
+      labelSelector: `sealmesh.io/overlay=${name}`,
+    })) as { items: unknown[] };
+    return l.items.length === n;
+  });
+  const agents = nodes.map((node) => new AgentStandIn(kc, name, node, namespace));
+  allAgents.push(...agents);
+  for (const a of agents) {
+    await a.heartbeat();
+    await a.publishKeys();
+  }
+  await until('pair keys at epoch 1', async () => {
+    for (const a of agents) for (const b of agents) if (a !== b && !(await a.psk(b.node, 1))) return false;
+    return true;
+  });
+  await reportAll(agents, 1);
+  await until(
+    'all encrypted',
+    async () => (await status(name)).encryptedSummary === `${(n * (n - 1)) / 2}/${(n * (n - 1)) / 2}`,
+  );
+  return { name, agents };
+}
+
+async function reportAll(agents: AgentStandIn[], epoch: number): Promise<void> {
+  for (const a of agents) {
+    await a.report(
+      agents.filter((b) => b !== a).map((b) => ({ node: b.node, state: 'Encrypted', epoch })),
+      epoch,
+    );
+  }
+}
+
+beforeAll(async () => {
+  await installCRDs(kc);
+  await core.createNamespace({ body: { metadata: { name: namespace } } });
+  await startOperator();
+});
+
+afterAll(async () => {
+  for (const op of operators) await op.stop();
+  for (const n of (await core.listNode({ labelSelector: 'sealmesh.io/rot' })).items) {
+    if (n.metadata?.name?.startsWith(run)) await core.deleteNode({ name: n.metadata.name });
+  }
+});
+
+test('a manual rotation stages, cuts over when every agent acknowledged, verifies and drops old keys', async () => {
+  const { name, agents } = await overlayWithNodes('manual', 3);
+  const before = new Map(counts);
+  await annotate(name, 'r1');
+  const staging = await until('Staging', async () => {
+    const s = await status(name);
+    return s.rotation?.phase === 'Staging' ? s : undefined;
+  });
+  expect(staging.rotation).toMatchObject({ scope: 'Keys', targetEpoch: 2 });
+  expect(staging.lastRotateRequest).toBe('r1');
+  expect(staging.conditions?.find((c) => c.type === 'Rotating')).toMatchObject({
+    status: 'True',
+    reason: 'Staging',
+  });
+  await until(
+    'new-epoch PSKs sealed next to the current ones',
+    async () => (await secretEpochs(name)).join() === '1,2',
+  );
+  // The new PSKs reach both ends of every pair.
+  for (const a of agents)
+    for (const b of agents)
+      if (a !== b) expect((await a.psk(b.node, 2))!.key).toBe((await b.psk(a.node, 2))!.key);
+  const newKeys = agents.map(() => generateKeyPair().publicKey);
+  for (const [i, a] of agents.entries()) await a.stage(2, newKeys[i]!);
+  const cut = await until('CuttingOver', async () => {
+    const s = await status(name);
+    return s.rotation?.phase === 'CuttingOver' || s.rotation?.phase === 'Verifying' ? s : undefined;
+  });
+  expect(cut.rotation?.cutoverTime).toBeDefined();
+  await until('Verifying', async () => (await status(name)).rotation?.phase === 'Verifying');
+  // Pairs still at the old epoch are not counted as encrypted during verification.
+  expect((await status(name)).encryptedSummary).toBe('0/3');
+  await reportAll(agents, 2);
+  const done = await until('completed', async () => {
+    const s = await status(name);
+    return s.epoch === 2 && !s.rotation ? s : undefined;
+  });
+  expect(done.lastRotationTime).toBeDefined();
+  expect(done.encryptedSummary).toBe('3/3');
+  await until('old material deleted', async () => (await secretEpochs(name)).join() === '2');
+  const reasons = (await events(name)).map((e) => e.reason);
+  expect(reasons).toEqual(expect.arrayContaining(['RotationStarted', 'RotationCompleted']));
+  // The whole rotation rewrote no NodeTunnel and each node's Secret at most twice.
+  const delta = (k: WriteKind) => (counts.get(k) ?? 0) - (before.get(k) ?? 0);
+  expect(delta('nodetunnel.update')).toBe(0);
+  expect(delta('secret.update')).toBeLessThanOrEqual(2 * agents.length);
+  // The same annotation value does not rotate again.
+  await new Promise((r) => setTimeout(r, 1500));
+  expect((await status(name)).epoch).toBe(2);
+});
+
+test('missing acknowledgements abort with the old epoch kept and a reason; an expired agent is not waited for', async () => {
+  const { name, agents } = await overlayWithNodes('abort', 3);
+  const [a, b, c] = agents as [AgentStandIn, AgentStandIn, AgentStandIn];
+  await annotate(name, 'r1');
+  await until('Staging', async () => (await status(name)).rotation?.phase === 'Staging');
+  await a.stage(2, generateKeyPair().publicKey);
+  await b.stage(2, generateKeyPair().publicKey);
+  // c is live but never acknowledges
+  const aborted = await until('Backoff', async () => {
+    const s = await status(name);
+    return s.rotation?.phase === 'Backoff' ? s : undefined;
+  });
+  expect(aborted.epoch).toBe(1);
+  expect(aborted.rotation?.reason).toContain(c.node);
+  expect(aborted.conditions?.find((x) => x.type === 'Degraded')).toMatchObject({
+    status: 'True',
+    reason: 'RotationAborted',
+  });
+  expect(aborted.conditions?.find((x) => x.type === 'Ready')?.status).toBe('True');
+  await until('RotationAborted event', async () =>
+    (await events(name)).some((e) => e.reason === 'RotationAborted'),
+  );
+  // c's Lease expires: the retry proceeds without it.
+  await c.heartbeat(1);
+  await new Promise((r) => setTimeout(r, 1500));
+  await until(
+    'retry reaches Verifying without c',
+    async () => (await status(name)).rotation?.phase === 'Verifying',
+    30_000,
+  );
+  await reportAll([a, b], 2);
+  const done = await until('completed', async () => {
+    const s = await status(name);
+    return s.epoch === 2 && !s.rotation ? s : undefined;
+  });
+  // c did not take part: its pairs are not encrypted at the new epoch until it converges.
+  expect(done.encryptedSummary).toBe('1/3');
+});
+
+test('an operator restarted while staging resumes the rotation from the API', async () => {
+  const { name, agents } = await overlayWithNodes('restart', 2);
+  await annotate(name, 'r1');
+  await until('Staging', async () => (await status(name)).rotation?.phase === 'Staging');
+  for (const op of operators.splice(0)) await op.stop();
+  for (const a of agents) await a.stage(2, generateKeyPair().publicKey);
+  await startOperator();
+  await until('Verifying after restart', async () => (await status(name)).rotation?.phase === 'Verifying');
+  await reportAll(agents, 2);
+  await until('completed', async () => (await status(name)).epoch === 2);
+});
+
+test('a PSK cadence puts its next rotation time in status and does not rotate before it', async () => {
+  const { name, agents } = await overlayWithNodes('psk', 2);
+  // A PSK cadence of 10 minutes counted from creation is not due yet: status shows when it will be.
+  await custom.patchClusterCustomObject(
+    {
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      name,
+      body: { spec: { keys: { rotation: { presharedKeys: { interval: '10m' } } } } },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  const s = await until('next PSK rotation time', async () => {
+    const st = await status(name);
+    return st.conditions && (st as { nextPresharedKeyRotationTime?: string }).nextPresharedKeyRotationTime
+      ? st
+      : undefined;
+  });
+  expect(s.rotation).toBeUndefined();
+  expect(agents).toHaveLength(2);
+});
+
+test('no object, Event or log line contains key material', async () => {
+  const keys = new Set<string>();
+  for (const a of allAgents) for (const k of a.seenKeys) keys.add(k);
+  expect(keys.size).toBeGreaterThan(20); // PSKs at two epochs plus every stand-in's own keys
+  const haystack = [
+    JSON.stringify(await core.listNamespacedEvent({ namespace: 'default' })),
+    JSON.stringify(
+      await custom.listClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+      }),
+    ),
+    JSON.stringify(
+      await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_TUNNEL_PLURAL }),
+    ),
+    logLines.join(''),
+  ].join('\n');
+  for (const k of keys) {
+    expect(haystack.includes(k)).toBe(false);
+    expect(haystack.includes(Buffer.from(k, 'base64').toString('hex'))).toBe(false);
+  }
+});

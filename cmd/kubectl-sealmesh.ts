@@ -1,12 +1,14 @@
 // kubectl plugin: `kubectl sealmesh status [OVERLAY]` prints each overlay's pair matrix (colour on a
-// terminal, plain when piped); `kubectl sealmesh rotate OVERLAY` is reserved for the rotation work.
+// terminal, plain when piped); `kubectl sealmesh rotate OVERLAY [--wait]` starts a key rotation now by
+// setting the sealmesh.io/rotate annotation to a new value and, with --wait, follows it to the end.
 import { parseArgs } from 'node:util';
-import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import {
   GROUP,
   NODE_TUNNEL_PLURAL,
   OVERLAY_LABEL,
   OVERLAY_NETWORK_PLURAL,
+  ROTATE_ANNOTATION,
   VERSION,
 } from '../api/v1alpha1/groupversion.js';
 import { parseNodeTunnel, type NodeTunnel } from '../api/v1alpha1/nodetunnel.types.js';
@@ -16,7 +18,74 @@ import { computePairs } from '../operator/pairs.js';
 import { renderMatrix } from './matrix.js';
 
 const USAGE = `usage: kubectl sealmesh status [OVERLAY] [--kubeconfig FILE] [--no-color]
-       kubectl sealmesh rotate OVERLAY [--wait]`;
+       kubectl sealmesh rotate OVERLAY [--wait] [--timeout 300s] [--kubeconfig FILE]`;
+
+async function readOverlay(custom: CustomObjectsApi, name: string): Promise<OverlayNetwork> {
+  const parsed = parseOverlayNetwork(
+    await custom.getClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      name,
+    }),
+  );
+  if (!parsed.ok) throw new Error(`overlaynetwork ${name} is invalid: ${parsed.error}`);
+  return parsed.value;
+}
+
+async function rotate(
+  custom: CustomObjectsApi,
+  name: string,
+  wait: boolean,
+  timeoutSeconds: number,
+): Promise<number> {
+  const before = await readOverlay(custom, name);
+  if (before.status?.rotation && before.status.rotation.phase !== 'Backoff') {
+    process.stderr.write(
+      `a rotation of ${name} is already in progress (${before.status.rotation.phase}, epoch ${before.status.rotation.targetEpoch})\n`,
+    );
+    return 1;
+  }
+  const request = new Date().toISOString();
+  await custom.patchClusterCustomObject(
+    {
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      name,
+      body: { metadata: { annotations: { [ROTATE_ANNOTATION]: request } } },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  const fromEpoch = before.status?.epoch ?? 1;
+  process.stdout.write(
+    `rotation of ${name} requested (${ROTATE_ANNOTATION}=${request}), epoch ${fromEpoch}\n`,
+  );
+  if (!wait) return 0;
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let last = '';
+  while (Date.now() < deadline) {
+    const o = await readOverlay(custom, name);
+    const s = o.status;
+    const r = s?.rotation;
+    const line = r
+      ? `${r.phase} epoch ${r.targetEpoch}${r.cutoverTime ? ` cutover ${r.cutoverTime}` : ''}${
+          r.phase === 'Backoff' ? `: ${r.reason ?? ''}, retry at ${r.retryTime ?? ''}` : ''
+        }`
+      : `epoch ${s?.epoch ?? 1}, ${s?.encryptedSummary ?? '?'} pairs encrypted`;
+    if (line !== last) {
+      process.stdout.write(`  ${line}\n`);
+      last = line;
+    }
+    if (s?.lastRotateRequest === request && !r && (s.epoch ?? 1) > fromEpoch) {
+      process.stdout.write(`rotation of ${name} completed: epoch ${s.epoch ?? 1}\n`);
+      return 0;
+    }
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+  process.stderr.write(`rotation of ${name} did not complete within ${timeoutSeconds}s (last: ${last})\n`);
+  return 1;
+}
 
 async function status(custom: CustomObjectsApi, only: string | undefined, colour: boolean): Promise<number> {
   const list = (await custom.listClusterCustomObject({
@@ -77,6 +146,7 @@ async function main(argv: string[]): Promise<number> {
       kubeconfig: { type: 'string' },
       'no-color': { type: 'boolean', default: false },
       wait: { type: 'boolean', default: false },
+      timeout: { type: 'string', default: '300s' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -94,9 +164,18 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'status':
       return status(custom, overlay, process.stdout.isTTY && !values['no-color'] && !process.env.NO_COLOR);
-    case 'rotate':
-      process.stderr.write('kubectl sealmesh rotate: not yet implemented (key rotation has not landed)\n');
-      return 1;
+    case 'rotate': {
+      if (!overlay) {
+        process.stderr.write(`${USAGE}\n`);
+        return 2;
+      }
+      const seconds = Number(/^(\d+)s?$/.exec(values.timeout)?.[1] ?? NaN);
+      if (!Number.isFinite(seconds)) {
+        process.stderr.write(`--timeout must be a number of seconds, e.g. 300s\n`);
+        return 2;
+      }
+      return rotate(custom, overlay, values.wait, seconds);
+    }
     default:
       process.stderr.write(`unknown command ${command}\n${USAGE}\n`);
       return 2;

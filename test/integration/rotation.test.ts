@@ -1,6 +1,9 @@
 // The operator's side of key rotation against the real API server, with agent stand-ins that acknowledge
 // staging, renew liveness Leases and report the new epoch the way agents do (test/support/standin.ts).
+import { execFile } from 'node:child_process';
+import { resolve } from 'node:path';
 import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
 import { jest } from '@jest/globals';
 import {
   CoreV1Api,
@@ -20,12 +23,13 @@ import { generateKeyPair } from '../../lib/keys.js';
 import { decodeKeySecretData } from '../../lib/keysecret.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import type { WriteKind } from '../../operator/writer.js';
-import { kubeConfig, uniqueName } from '../support/cluster.js';
+import { kubeConfig, kubeconfigPath, repoRoot, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
 import { AgentStandIn } from '../support/standin.js';
 
 jest.setTimeout(120_000);
 
+const execFileAsync = promisify(execFile);
 const kc = kubeConfig();
 const core = kc.makeApiClient(CoreV1Api);
 const custom = kc.makeApiClient(CustomObjectsApi);
@@ -213,7 +217,8 @@ test('a manual rotation stages, cuts over when every agent acknowledged, verifie
   await annotate(name, 'r1');
   const staging = await until('Staging', async () => {
     const s = await status(name);
-    return s.rotation?.phase === 'Staging' ? s : undefined;
+    const rotating = s.conditions?.find((c) => c.type === 'Rotating');
+    return s.rotation?.phase === 'Staging' && rotating?.status === 'True' ? s : undefined;
   });
   expect(staging.rotation).toMatchObject({ scope: 'Keys', targetEpoch: 2 });
   expect(staging.lastRotateRequest).toBe('r1');
@@ -307,6 +312,25 @@ test('an operator restarted while staging resumes the rotation from the API', as
   await until('Verifying after restart', async () => (await status(name)).rotation?.phase === 'Verifying');
   await reportAll(agents, 2);
   await until('completed', async () => (await status(name)).epoch === 2);
+});
+
+test('kubectl sealmesh rotate --wait starts a rotation and follows it to the end; status prints the matrix', async () => {
+  const { name, agents } = await overlayWithNodes('plugin', 2);
+  const plugin = resolve(repoRoot, 'bin/kubectl-sealmesh');
+  const env = { ...process.env, KUBECONFIG: kubeconfigPath, NO_COLOR: '1' };
+  const rotating = execFileAsync(plugin, ['rotate', name, '--wait', '--timeout', '60s'], { env });
+  await until('Staging', async () => (await status(name)).rotation?.phase === 'Staging');
+  for (const a of agents) await a.stage(2, generateKeyPair().publicKey);
+  await until('Verifying', async () => (await status(name)).rotation?.phase === 'Verifying');
+  await reportAll(agents, 2);
+  const { stdout } = await rotating;
+  expect(stdout).toContain(`rotation of ${name} requested`);
+  expect(stdout).toMatch(/(Staging|CuttingOver|Verifying) epoch 2/);
+  expect(stdout).toContain(`rotation of ${name} completed: epoch 2`);
+  const shown = await execFileAsync(plugin, ['status', name], { env });
+  expect(shown.stdout).toContain(`OverlayNetwork ${name}: 2 nodes, 1/1 pairs encrypted, epoch 2`);
+  expect(shown.stdout).toMatch(/1\s+- E/);
+  expect(shown.stdout).not.toContain('\x1b[');
 });
 
 test('a PSK cadence puts its next rotation time in status and does not rotate before it', async () => {

@@ -25,6 +25,7 @@ export default {
       testMatch: [
         '<rootDir>/{api,operator,agent,lib,hack,cmd}/**/*.test.ts',
         '<rootDir>/test/unit/**/*.test.ts',
+        '<rootDir>/test/support/**/*.test.ts',
       ],
     },
     {

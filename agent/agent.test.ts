@@ -79,6 +79,10 @@ class World {
   readonly logLines: string[] = [];
   readonly peers = new Map<string, Peer>();
   readonly psks = new Map<string, Uint8Array>();
+  /** device changes, probes and status writes, in the order they happened (see traceAll) */
+  readonly trace: string[] = [];
+  /** fake-clock time of the last setPrivateKey (see traceAll) */
+  keySetAt: number | undefined;
   agent!: Agent;
   stateDir = '';
 
@@ -126,6 +130,7 @@ class World {
     const prober: Prober = {
       probe: (_iface, address) => {
         this.probes.push(address);
+        this.trace.push('probe');
         return Promise.resolve();
       },
     };
@@ -180,6 +185,7 @@ class World {
     const psk = newPresharedKey();
     const [a, b] = pairKey('a', peer);
     this.psks.set(`${a}/${b}`, psk);
+    this.psks.set(`${a}/${b}@${epoch}`, psk);
     const envelopes: Record<string, Uint8Array> = {
       a: this.myEnvelope(),
       [peer]: this.peers.get(peer)!.envelope.publicKey,
@@ -226,6 +232,62 @@ class World {
         privateKeys: [...(payload.privateKeys as never[]), ...(add.privateKeys ?? [])],
       }),
     });
+  }
+
+  /** Acting as the operator: the OverlayNetwork's status. */
+  overlayStatus(status: Record<string, unknown>): void {
+    this.api.put(OVERLAYS_PATH, {
+      apiVersion: 'sealmesh.io/v1alpha1',
+      kind: 'OverlayNetwork',
+      metadata: { name: OVERLAY },
+      spec: { addressPool: '10.99.0.0/24', keys: this.keys },
+      status,
+    });
+  }
+
+  /** Acting as the operator: a rotation from epoch 1 to 2 in `phase`. */
+  rotate(
+    phase: 'Staging' | 'CuttingOver' | 'Verifying' | 'Backoff',
+    scope: 'Keys' | 'PresharedKeys',
+    extra: { cutoverTime?: number; epoch?: number } = {},
+  ): void {
+    this.overlayStatus({
+      epoch: extra.epoch ?? 1,
+      rotation: {
+        phase,
+        scope,
+        targetEpoch: 2,
+        startTime: new Date(this.clock.now()).toISOString(),
+        attempt: 1,
+        ...(extra.cutoverTime !== undefined
+          ? { cutoverTime: new Date(extra.cutoverTime).toISOString() }
+          : {}),
+      },
+    });
+  }
+
+  /** Acting as peer `node`'s agent: its status (its current public key unless given). */
+  setPeer(node: string, status: Record<string, unknown>): void {
+    const peer = this.peers.get(node)!;
+    this.api.put(TUNNELS_PATH, tunnelObject(node, peer.index, { ...this.peerStatus(peer), ...status }));
+  }
+
+  /** Records device changes and status writes in `trace`, next to the probes. */
+  traceAll(): void {
+    const d = this.device();
+    for (const m of ['ensureInterface', 'setPrivateKey', 'upsertPeer', 'removePeer', 'syncRoutes'] as const) {
+      const original: (arg: never) => Promise<void> = d[m].bind(d);
+      (d as unknown as Record<string, unknown>)[m] = (arg: never): Promise<void> => {
+        this.trace.push(m);
+        if (m === 'setPrivateKey') this.keySetAt = this.clock.now();
+        return original(arg);
+      };
+    }
+    const patch = this.api.patchNodeTunnelStatus.bind(this.api);
+    this.api.patchNodeTunnelStatus = (name, status) => {
+      this.trace.push('status');
+      return patch(name, status);
+    };
   }
 
   /** Runs the periodic pass once on the fake clock and waits for it to finish. */
@@ -558,7 +620,8 @@ test('Operator custody: the sealed private key is applied only when it matches s
     () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
   );
   expect((await world.device().read())?.publicKey).toBe(publicKeyOf(key.privateKey));
-  expect(world.status().publicKey).toBeUndefined();
+  // published in both custody modes: during a rotation peers take each other's keys from status
+  expect(world.status().publicKey).toBe(key.publicKey);
   expect(world.allLogs()).not.toContain(Buffer.from(key.privateKey).toString('base64'));
 });
 
@@ -623,4 +686,377 @@ test('a device error is reported as Ready=False and the pass retried', async () 
   expect(readies[0]?.message).toContain('operation not permitted');
   expect(world.allLogs()).toMatch(/reconcile failed; retrying with backoff/);
   expect(world.status().conditions?.find((c) => c.type === 'Ready')).toMatchObject({ status: 'True' });
+});
+
+describe('rotation', () => {
+  const changes = (from: number): { method: string; detail?: string }[] =>
+    world
+      .device()
+      .calls.slice(from)
+      .filter((c) => c.method !== 'read');
+  const next = new Map<string, { privateKey: Uint8Array; publicKey: string }>();
+
+  /** Epoch 1 running: a has peers b and c (PSKs at epoch 1), both Encrypted. */
+  async function running(keys: ConstructorParameters<typeof World>[0] = {}): Promise<void> {
+    world = new World(keys);
+    await world.init();
+    for (const node of ['b', 'c']) {
+      const key = world.peers.get(node)!.wg.publicKey;
+      world.setPeer(node, { appliedEpoch: 1, stagedEpoch: 1, stagedPublicKey: key });
+      next.set(node, generateKeyPair());
+    }
+    world.overlayStatus({ epoch: 1 });
+    await world.start();
+    world.sealPair('b', 'b');
+    world.sealPair('c', 'a');
+    await waitUntil(
+      'peers configured',
+      () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+    );
+    for (const node of ['b', 'c'])
+      world.device().handshake(world.peers.get(node)!.wg.publicKey, new Date(world.clock.now()));
+    await world.tick();
+    expect(world.status().peersSummary).toBe('2/2');
+  }
+
+  function sealEpoch2(): void {
+    world.sealPair('b', 'b', world.operator, 2);
+    world.sealPair('c', 'a', world.operator, 2);
+  }
+
+  /** Acting as b and c: staged epoch 2 (scope Keys: new keys; PresharedKeys: the same ones). */
+  function peersStage(scope: 'Keys' | 'PresharedKeys'): void {
+    for (const node of ['b', 'c']) {
+      const key = scope === 'Keys' ? next.get(node)!.publicKey : world.peers.get(node)!.wg.publicKey;
+      world.setPeer(node, { appliedEpoch: 1, stagedEpoch: 2, stagedPublicKey: key });
+    }
+  }
+
+  async function deviceView(): Promise<Map<string, string | undefined>> {
+    const state = await world.device().read();
+    return new Map(state!.peers.map((p) => [p.publicKey, p.presharedKeyFingerprint]));
+  }
+
+  test('staging acks once with the new public key and leaves the device alone; a restart keeps the key', async () => {
+    await running();
+    const before = world.status();
+    const mark = world.device().calls.length;
+    const writes = world.api.statusPatches.length;
+    world.rotate('Staging', 'Keys');
+    await world.idle();
+    // the operator has not sealed the epoch-2 PSKs yet: no ack
+    expect(world.status().stagedEpoch).toBe(1);
+    sealEpoch2();
+    await waitUntil('staged', () => world.status().stagedEpoch === 2);
+    await world.idle();
+    await world.tick();
+
+    const staged = world.status();
+    expect(staged.stagedPublicKey).toBeDefined();
+    expect(staged.stagedPublicKey).not.toBe(before.publicKey);
+    expect(staged.publicKey).toBe(before.publicKey);
+    expect(staged.appliedEpoch).toBe(1);
+    expect(staged.peers?.map((p) => [p.state, p.epoch])).toEqual([
+      ['Encrypted', 1],
+      ['Encrypted', 1],
+    ]);
+    const acks = world.api.statusPatches.slice(writes);
+    expect(acks).toHaveLength(1);
+    expect(acks[0]!.status).toMatchObject({ stagedEpoch: 2, stagedPublicKey: staged.stagedPublicKey });
+    expect(changes(mark)).toEqual([]);
+    expect(world.device().publicKey).toBe(before.publicKey);
+    expect((await stat(join(world.stateDir, 'overlays', OVERLAY, 'wg-2.key'))).mode & 0o777).toBe(0o600);
+
+    // an agent restarted during staging finds its staged key: same ack, nothing written, device untouched
+    await world.agent.stop();
+    world.agent = world.newAgent();
+    await world.agent.start();
+    await waitUntil('a pass after restart', () => world.agent.passes > 0);
+    await world.idle();
+    expect(world.status().stagedPublicKey).toBe(staged.stagedPublicKey);
+    expect(world.api.statusPatches.length).toBe(writes + 1);
+    expect(changes(mark).map((c) => c.method)).not.toEqual(
+      expect.arrayContaining(['setPrivateKey', 'upsertPeer', 'removePeer']),
+    );
+    expect(world.device().publicKey).toBe(before.publicKey);
+    for (const psk of world.psks.values())
+      expect(world.allLogs()).not.toContain(Buffer.from(psk).toString('base64'));
+  });
+
+  test('full cutover: at cutoverTime the new key is set and peers re-keyed, probed at once, then status', async () => {
+    await running();
+    world.rotate('Staging', 'Keys');
+    sealEpoch2();
+    await waitUntil('staged', () => world.status().stagedEpoch === 2);
+    const stagedKey = world.status().stagedPublicKey!;
+    peersStage('Keys');
+    await world.idle();
+
+    world.traceAll();
+    const mark = world.device().calls.length;
+    const cutoverAt = world.clock.now() + 3000;
+    world.rotate('CuttingOver', 'Keys', { cutoverTime: cutoverAt });
+    await world.idle();
+    await world.clock.advance(2000);
+    await world.idle();
+    expect(changes(mark)).toEqual([]);
+    expect(world.status().appliedEpoch).toBe(1);
+
+    const traceMark = world.trace.length;
+    await world.clock.advance(1000);
+    await waitUntil('cut over', () => world.status().appliedEpoch === 2);
+    await world.idle();
+    expect(world.keySetAt).toBe(cutoverAt);
+    const b = world.peers.get('b')!;
+    const c = world.peers.get('c')!;
+    expect(changes(mark)).toEqual([
+      { method: 'setPrivateKey' },
+      { method: 'removePeer', detail: fingerprint(b.wg.publicKey) },
+      { method: 'removePeer', detail: fingerprint(c.wg.publicKey) },
+      { method: 'upsertPeer', detail: fingerprint(next.get('b')!.publicKey) },
+      { method: 'upsertPeer', detail: fingerprint(next.get('c')!.publicKey) },
+    ]);
+    // no API call between the first device change and the probes
+    const seq = world.trace.slice(traceMark);
+    expect(seq.slice(0, 7)).toEqual([
+      'setPrivateKey',
+      'removePeer',
+      'removePeer',
+      'upsertPeer',
+      'upsertPeer',
+      'probe',
+      'probe',
+    ]);
+    expect(seq.indexOf('status')).toBeGreaterThan(6);
+
+    expect(world.device().publicKey).toBe(stagedKey);
+    expect(await deviceView()).toEqual(
+      new Map([
+        [next.get('b')!.publicKey, fingerprint(world.psks.get('a/b@2')!)],
+        [next.get('c')!.publicKey, fingerprint(world.psks.get('a/c@2')!)],
+      ]),
+    );
+    const s = world.status();
+    expect(s).toMatchObject({ appliedEpoch: 2, publicKey: stagedKey, stagedEpoch: 2 });
+    // the old sessions ended with the old key: Handshaking at epoch 2 until the new handshakes
+    expect(s.peers?.map((p) => [p.state, p.epoch])).toEqual([
+      ['Handshaking', 2],
+      ['Handshaking', 2],
+    ]);
+  });
+
+  test('PSK-only cutover changes only the PSKs at cutoverTime; sessions carry on', async () => {
+    await running();
+    const key = world.status().publicKey;
+    world.rotate('Staging', 'PresharedKeys');
+    sealEpoch2();
+    await waitUntil('staged', () => world.status().stagedEpoch === 2);
+    expect(world.status().stagedPublicKey).toBe(key);
+    peersStage('PresharedKeys');
+    await world.idle();
+
+    world.traceAll();
+    const mark = world.device().calls.length;
+    const cutoverAt = world.clock.now() + 3000;
+    world.rotate('CuttingOver', 'PresharedKeys', { cutoverTime: cutoverAt });
+    await world.idle();
+    await world.clock.advance(2999);
+    await world.idle();
+    expect(changes(mark)).toEqual([]);
+
+    await world.clock.advance(1);
+    await waitUntil('cut over', () => world.status().appliedEpoch === 2);
+    await world.idle();
+    const b = world.peers.get('b')!;
+    const c = world.peers.get('c')!;
+    expect(changes(mark)).toEqual([
+      { method: 'upsertPeer', detail: fingerprint(b.wg.publicKey) },
+      { method: 'upsertPeer', detail: fingerprint(c.wg.publicKey) },
+    ]);
+    expect(world.keySetAt).toBeUndefined();
+    expect(await deviceView()).toEqual(
+      new Map([
+        [b.wg.publicKey, fingerprint(world.psks.get('a/b@2')!)],
+        [c.wg.publicKey, fingerprint(world.psks.get('a/c@2')!)],
+      ]),
+    );
+    const s = world.status();
+    expect(s).toMatchObject({ appliedEpoch: 2, publicKey: key, stagedEpoch: 2, stagedPublicKey: key });
+    expect(s.peers?.map((p) => [p.state, p.epoch])).toEqual([
+      ['Encrypted', 2],
+      ['Encrypted', 2],
+    ]);
+
+    // after a restart the key of epoch 2 is the same key: nothing changes
+    world.overlayStatus({ epoch: 2 });
+    await world.idle();
+    await world.agent.stop();
+    const m2 = world.device().calls.length;
+    world.agent = world.newAgent();
+    await world.agent.start();
+    await waitUntil('a pass after restart', () => world.agent.passes > 0);
+    await world.idle();
+    expect(world.device().publicKey).toBe(key);
+    expect(changes(m2).map((x) => x.method)).not.toContain('upsertPeer');
+  });
+
+  test('a late agent (cutover time already past) stages and switches at once', async () => {
+    await running();
+    sealEpoch2();
+    for (const node of ['b', 'c']) {
+      const k = next.get(node)!.publicKey;
+      world.setPeer(node, { appliedEpoch: 2, publicKey: k, stagedEpoch: 2, stagedPublicKey: k });
+    }
+    await world.idle();
+    const old = world.status().publicKey;
+    world.rotate('Verifying', 'Keys', { cutoverTime: world.clock.now() - 1000 });
+    await waitUntil('cut over', () => world.status().appliedEpoch === 2);
+    await world.idle();
+    const s = world.status();
+    expect(s.publicKey).not.toBe(old);
+    expect(world.device().publicKey).toBe(s.publicKey);
+    expect(s.stagedPublicKey).toBe(s.publicKey);
+    expect(await deviceView()).toEqual(
+      new Map([
+        [next.get('b')!.publicKey, fingerprint(world.psks.get('a/b@2')!)],
+        [next.get('c')!.publicKey, fingerprint(world.psks.get('a/c@2')!)],
+      ]),
+    );
+  });
+
+  test('at the cutover a pair still missing its new PSK waits alone; the others switch', async () => {
+    await running();
+    world.sealPair('b', 'b', world.operator, 2); // the epoch-2 PSK of a/c is not there yet
+    for (const node of ['b', 'c']) {
+      const k = next.get(node)!.publicKey;
+      world.setPeer(node, { appliedEpoch: 2, publicKey: k, stagedEpoch: 2, stagedPublicKey: k });
+    }
+    await world.idle();
+    world.rotate('Verifying', 'Keys', { cutoverTime: world.clock.now() - 1000 });
+    await waitUntil('cut over', () => world.status().appliedEpoch === 2);
+    await world.idle();
+    // the device runs epoch 2 (stagedEpoch follows it), c is left out until its PSK arrives
+    expect(world.status().stagedEpoch).toBe(2);
+    expect(await deviceView()).toEqual(
+      new Map([[next.get('b')!.publicKey, fingerprint(world.psks.get('a/b@2')!)]]),
+    );
+    expect(world.peerEntry('c')).toMatchObject({ state: 'AwaitingPeer', epoch: 2 });
+    world.sealPair('c', 'a', world.operator, 2);
+    await waitUntil('c added', () => world.peerEntry('c')?.state === 'Handshaking');
+    expect((await deviceView()).get(next.get('c')!.publicKey)).toBe(fingerprint(world.psks.get('a/c@2')!));
+  });
+
+  test('an agent that missed the rotation converges to status.epoch: new key, epoch-2 peers and PSKs', async () => {
+    await running();
+    const old = world.status().publicKey;
+    await world.agent.stop();
+    // meanwhile: the rotation ran without a, completed, and the Secrets hold epoch 2
+    sealEpoch2();
+    for (const node of ['b', 'c']) {
+      const k = next.get(node)!.publicKey;
+      world.setPeer(node, { appliedEpoch: 2, publicKey: k, stagedEpoch: 2, stagedPublicKey: k });
+    }
+    world.overlayStatus({ epoch: 2 });
+    world.agent = world.newAgent();
+    await world.agent.start();
+    await waitUntil('converged', () => world.status().appliedEpoch === 2);
+    await world.idle();
+    const s = world.status();
+    expect(s.publicKey).not.toBe(old);
+    expect(world.device().publicKey).toBe(s.publicKey);
+    expect(await deviceView()).toEqual(
+      new Map([
+        [next.get('b')!.publicKey, fingerprint(world.psks.get('a/b@2')!)],
+        [next.get('c')!.publicKey, fingerprint(world.psks.get('a/c@2')!)],
+      ]),
+    );
+    expect(s.peers?.map((p) => p.epoch)).toEqual([2, 2]);
+    await expect(stat(join(world.stateDir, 'overlays', OVERLAY, 'wg-1.key'))).rejects.toMatchObject({
+      code: 'ENOENT',
+    });
+  });
+
+  test('a rotation that goes to Backoff leaves the device at the old epoch', async () => {
+    await running();
+    const key = world.status().publicKey;
+    world.rotate('Staging', 'Keys');
+    sealEpoch2();
+    await waitUntil('staged', () => world.status().stagedEpoch === 2);
+    await world.idle();
+    const mark = world.device().calls.length;
+    const writes = world.api.statusPatches.length;
+    world.rotate('Backoff', 'Keys', { cutoverTime: world.clock.now() + 3000 });
+    await world.idle();
+    for (let i = 0; i < 12; i++) await world.tick();
+    expect(changes(mark)).toEqual([]);
+    expect(world.device().publicKey).toBe(key);
+    expect(world.status()).toMatchObject({ appliedEpoch: 1, publicKey: key, stagedEpoch: 2 });
+    expect(world.status().peers?.map((p) => p.epoch)).toEqual([1, 1]);
+    expect(world.api.statusPatches.length).toBe(writes);
+  });
+
+  test('Operator custody: staging waits for the sealed key of the target epoch, the cutover sets it', async () => {
+    world = new World({ custody: 'Operator' });
+    await world.init();
+    const k1 = generateKeyPair();
+    const k2 = generateKeyPair();
+    world.api.put(TUNNELS_PATH, tunnelObject('a', 1, undefined, { publicKey: k1.publicKey }));
+    for (const peer of world.peers.values()) {
+      const pk = peer.wg.publicKey;
+      world.api.put(
+        TUNNELS_PATH,
+        tunnelObject(
+          peer.node,
+          peer.index,
+          { ...world.peerStatus(peer), publicKey: pk, appliedEpoch: 1, stagedEpoch: 1, stagedPublicKey: pk },
+          { publicKey: pk },
+        ),
+      );
+      next.set(peer.node, generateKeyPair());
+    }
+    world.overlayStatus({ epoch: 1 });
+    await world.start();
+    const env = world.myEnvelope();
+    const entry = (epoch: number, k: { privateKey: Uint8Array; publicKey: string }) => ({
+      epoch,
+      publicKey: k.publicKey,
+      sealedTo: fingerprint(env),
+      sealed: seal(k.privateKey, env, world.operator),
+    });
+    world.addToSecret('a', { privateKeys: [entry(1, k1)] });
+    world.sealPair('b', 'b');
+    world.sealPair('c', 'a');
+    await waitUntil('applied', () => world.status().appliedEpoch === 1 && world.status().peers?.length === 2);
+    expect(world.device().publicKey).toBe(k1.publicKey);
+
+    world.rotate('Staging', 'Keys');
+    sealEpoch2();
+    await world.idle();
+    expect(world.status().stagedEpoch).toBe(1); // no private key for epoch 2 yet
+    world.addToSecret('a', { privateKeys: [entry(2, k2)] });
+    await waitUntil('staged', () => world.status().stagedEpoch === 2);
+    expect(world.status().stagedPublicKey).toBe(k2.publicKey);
+    expect(world.device().publicKey).toBe(k1.publicKey);
+
+    for (const node of ['b', 'c']) {
+      const pk = world.peers.get(node)!.wg.publicKey;
+      world.setPeer(node, {
+        publicKey: pk,
+        appliedEpoch: 1,
+        stagedEpoch: 2,
+        stagedPublicKey: next.get(node)!.publicKey,
+      });
+    }
+    world.rotate('CuttingOver', 'Keys', { cutoverTime: world.clock.now() + 3000 });
+    await world.idle();
+    await world.clock.advance(3000);
+    await waitUntil('cut over', () => world.status().appliedEpoch === 2);
+    await world.idle();
+    expect(world.device().publicKey).toBe(k2.publicKey);
+    expect(world.status().publicKey).toBe(k2.publicKey);
+    expect([...(await deviceView()).keys()].sort()).toEqual(
+      [next.get('b')!.publicKey, next.get('c')!.publicKey].sort(),
+    );
+    expect(world.allLogs()).not.toContain(Buffer.from(k2.privateKey).toString('base64'));
+  });
 });

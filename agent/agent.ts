@@ -7,6 +7,12 @@
 // Shape (STYLE rules 3-6): informers fill caches; their events enqueue the overlay's name; reconcile(overlay)
 // reads only caches, compares desired with the device and changes only what differs. The same pass, re-run
 // every probe interval, is the measurement; status is written only when what it reports changed.
+//
+// Rotation (notes/ROTATION.md, agent/rotation.ts): the device runs the OverlayNetwork's status.epoch. While a
+// rotation stages epoch T the agent prepares its key and every PSK at T without touching the device and
+// acknowledges once (stagedEpoch, stagedPublicKey); at the cutover instant (its own clock) it switches in one
+// tight sequence with no API call in between, pings every peer so the new handshakes start at once, and only
+// then reports appliedEpoch T.
 import { createHash } from 'node:crypto';
 import {
   GROUP,
@@ -40,7 +46,13 @@ import {
 import { decodeKeySecretData, keySecretName, pairKey, type KeySecretPayload } from '../lib/keysecret.js';
 import { coreResources, customResource, describeError, objectKey, type ResourceRef } from '../lib/kube.js';
 import { newLogger, type Logger } from '../lib/log.js';
-import { desiredDevice, type Custody, type DesiredPeer } from '../lib/peers.js';
+import {
+  desiredDevice,
+  durationSeconds,
+  type Custody,
+  type DesiredDevice,
+  type DesiredPeer,
+} from '../lib/peers.js';
 import { realClock, type Clock } from '../lib/runtime/clock.js';
 import { Informer } from '../lib/runtime/informer.js';
 import { WorkQueue, type HandlerResult } from '../lib/runtime/queue.js';
@@ -57,6 +69,13 @@ import { normalizePrefix } from './device/wgcli.js';
 import type { AgentApi } from './kube.js';
 import { KeyStore } from './keystore.js';
 import { LivenessLease } from './liveness.js';
+import {
+  AgentOverlayStatusSchema,
+  epochView,
+  keyAt,
+  type EpochView,
+  type RotationScope,
+} from './rotation.js';
 import { assessHandshake, needsProbe } from './peerstate.js';
 import {
   DEFAULT_UNDERLAY_MTU,
@@ -140,8 +159,24 @@ interface OverlayRuntime {
   stateReady?: boolean;
   /** when this agent last set the device's private key (undefined: adopted as it was) */
   keyChangedAt?: number;
-  /** Node custody: this node's key pair at the current epoch (read from the state dir once) */
-  nodeKey?: { epoch: number; pair: WgKeyPair };
+  /** Node custody: this node's key pairs by epoch, as read from or written to the state dir */
+  nodeKeys: Map<number, WgKeyPair>;
+  /** Node custody: key files below this epoch are pruned already */
+  keptFrom?: number;
+  /** the epoch the device runs, once this agent programmed it */
+  epoch?: number;
+}
+
+type OwnKey = { privateKey: Uint8Array; publicKey: string };
+type KeyResult = OwnKey | { reason: string; message: string };
+
+interface PeerPlan {
+  /** peers to have on the device exactly so, by public key */
+  intended: Map<string, { peer: DesiredPeer; psk: PskResult }>;
+  /** public keys that stay on the device (intended, kept as they are, or left alone without a PSK) */
+  wanted: Set<string>;
+  /** peers not intended, with why */
+  evals: Map<string, PeerEval>;
 }
 
 type PskResult =
@@ -166,6 +201,9 @@ interface Pass {
   custody: Custody;
   presharedKeys: 'PerPair' | 'Disabled';
   operatorKey: Uint8Array | undefined;
+  view: EpochView;
+  /** the epoch the device runs at the start of the pass (undefined: never programmed) */
+  current: number | undefined;
   rt: OverlayRuntime;
   w: OverlayWatch;
   usedSealed: Set<string>;
@@ -343,6 +381,7 @@ export class Agent {
         secrets: new Map(),
         opened: new Map(),
         probing: new Set(),
+        nodeKeys: new Map(),
       };
       this.runtimes.set(overlay, rt);
     }
@@ -382,11 +421,16 @@ export class Agent {
       return;
     }
     const ovObj = w.network.get(overlay);
-    const ov = ovObj ? parseOverlayNetwork(ovObj) : undefined;
-    if (!ov?.ok) {
-      const message = ov
-        ? `OverlayNetwork ${overlay} is invalid: ${ov.error}`
-        : `OverlayNetwork ${overlay} not found`;
+    // The spec and the two status fields the agent reads are parsed apart: the rest of the status is the
+    // operator's and must not stop the data plane.
+    const ov = ovObj ? parseOverlayNetwork({ ...ovObj, status: undefined }) : undefined;
+    const ovStatus = AgentOverlayStatusSchema.safeParse(ovObj?.status ?? {});
+    if (!ov?.ok || !ovStatus.success) {
+      const message = !ov
+        ? `OverlayNetwork ${overlay} not found`
+        : !ov.ok
+          ? `OverlayNetwork ${overlay} is invalid: ${ov.error}`
+          : `OverlayNetwork ${overlay} has an unreadable status.epoch or status.rotation`;
       await this.publish(
         rt,
         mine,
@@ -394,6 +438,7 @@ export class Agent {
       );
       return;
     }
+    const ownStatus = parsed.value.status;
     const pass: Pass = {
       overlay,
       log,
@@ -403,12 +448,15 @@ export class Agent {
       custody: ov.value.spec.keys.custody,
       presharedKeys: ov.value.spec.keys.presharedKeys,
       operatorKey: this.operatorKey(),
+      view: epochView(ovStatus.data, parsed.value.spec.epoch, now),
+      current: rt.epoch ?? ownStatus?.appliedEpoch,
       rt,
       w,
       usedSealed: new Set(),
     };
+    let cutoverAt: number | undefined;
     try {
-      await this.apply(pass);
+      cutoverAt = await this.apply(pass);
     } finally {
       // Keep only the opened keys this pass used; zero the rest.
       for (const [k, v] of rt.opened) {
@@ -418,96 +466,134 @@ export class Agent {
         }
       }
     }
-    return { requeueAfterMs: this.probeIntervalMs };
+    // The cutover instant is a timer of its own: the switch must not wait for the next measurement.
+    const wake = cutoverAt === undefined ? Infinity : Math.max(1, cutoverAt - this.clock.now());
+    return { requeueAfterMs: Math.min(this.probeIntervalMs, wake) };
   }
 
-  private async apply(p: Pass): Promise<void> {
-    const { tunnel, rt, log, now } = p;
-    const epoch = tunnel.spec.epoch;
+  /**
+   * One pass: work out the epoch to run and every key for it (local only), then change the device in one tight
+   * sequence, read it back, measure and report. Returns the cutover instant to wake up for, if one is ahead.
+   */
+  private async apply(p: Pass): Promise<number | undefined> {
+    const { tunnel, rt, log, now, view } = p;
     if (!rt.stateReady) {
       await this.keys.ensureOverlay(p.overlay);
       rt.stateReady = true;
     }
-    const own = await this.privateKey(p);
+
+    // 1. Keys. Staging prepares the rotation's target epoch; from the cutover instant on it is the epoch run.
+    let own: KeyResult | undefined = view.cutover ? undefined : await this.ownKeyAt(p, view.base);
+    // `next`: this node's key at the target epoch; `staged`: that and every PSK at it (the ack).
+    let next: OwnKey | undefined;
+    let staged = false;
+    if (view.rotation && (!own || !('reason' in own))) {
+      const s = await this.stage(p, view.rotation, own);
+      next = s.key;
+      staged = s.waiting === undefined;
+      if (s.waiting !== undefined)
+        log.debug({ epoch: view.rotation.target, problem: s.waiting }, 'rotation not staged yet');
+    }
+    // At the cutover only this node's own key is indispensable: a pair still missing its PSK at the new epoch
+    // waits on its own (never without a PSK), while staying behind would cut this node off from every peer.
+    const cutNow = view.cutover && next !== undefined;
+    if (view.cutover && !next) {
+      log.warn(
+        { epoch: view.rotation?.target },
+        'cutover time passed but this node has no key for the new epoch yet; staying at the current epoch',
+      );
+    }
+    const run = cutNow ? view.run : view.base;
+    own = cutNow && next ? next : (own ?? (await this.ownKeyAt(p, view.base)));
     if ('reason' in own) {
       await this.publish(rt, p.mine, this.notApplied(rt, p.mine, now, own.reason, own.message));
-      return;
+      return view.cutoverAt;
     }
+    const ownKey = own;
+    const switching = p.current !== undefined && p.current !== run;
+    // A PSK-only cutover keeps every session: the handshake of the session in use still counts.
+    const keepSessions = switching && view.cutover && view.rotation?.scope === 'PresharedKeys';
+
+    // 2. The device as it is, and every peer's configuration at `run`, PSKs unsealed: all before any change.
     const tunnels = this.peerTunnels(p);
     const desired = desiredDevice(this.node, tunnels, p.custody);
     if (!desired) throw new Error(`own NodeTunnel of overlay ${p.overlay} missing from the overlay cache`);
     const byNode = new Map(tunnels.map((t) => [t.spec.nodeName, t]));
     const device = rt.device;
-
     let state: DeviceState | undefined;
+    let mtu: number;
     try {
       state = await device.read();
-      const mtu = desired.mtu ?? (await this.derivedMtu(tunnel.spec.endpoint));
-      const interfaceId = JSON.stringify([desired.addresses, mtu, desired.listenPort, own.publicKey]);
-      if (!state || rt.interfaceId !== interfaceId || state.publicKey !== own.publicKey) {
+      mtu = desired.mtu ?? (await this.derivedMtu(tunnel.spec.endpoint));
+    } catch (err) {
+      await this.publishFailure(rt, p.mine, now, 'DeviceError', describeError(err));
+      throw new Error(`failed to read interface ${device.name}: ${describeError(err)}`, { cause: err });
+    }
+    const onDevice = new Map((state?.peers ?? []).map((peer) => [peer.publicKey, peer]));
+    const plan = this.planPeers(p, run, ownKey.publicKey, desired, byNode, onDevice);
+
+    // 3. Change the device in one tight sequence (no API call until the probes are out): key, removed peers,
+    // added or changed peers, probes. At a cutover this is the gap in traffic.
+    const started = performance.now();
+    try {
+      const interfaceId = JSON.stringify([desired.addresses, mtu, desired.listenPort]);
+      let keySet = false;
+      if (!state || rt.interfaceId !== interfaceId) {
         await device.ensureInterface({
           addresses: desired.addresses,
           mtu,
           listenPort: desired.listenPort,
-          privateKey: own.privateKey,
+          privateKey: ownKey.privateKey,
         });
-        if (state?.publicKey !== own.publicKey) {
-          // A new private key ends every session: no handshake before this instant counts.
-          rt.keyChangedAt = now;
-          for (const peer of rt.peers.values()) peer.configuredAt = peer.reconfiguredAt = now;
-          log.info({ publicKey: fingerprint(own.publicKey), epoch }, 'interface configured');
-        }
         rt.interfaceId = interfaceId;
-        state = await device.read();
-        if (!state) throw new Error(`interface ${device.name} missing right after it was configured`);
+        keySet = state?.publicKey !== ownKey.publicKey;
+      } else if (state.publicKey !== ownKey.publicKey) {
+        await device.setPrivateKey(ownKey.privateKey);
+        keySet = true;
       }
-    } catch (err) {
-      await this.publishFailure(rt, p.mine, now, 'DeviceError', describeError(err));
-      throw new Error(`failed to configure interface ${device.name}: ${describeError(err)}`, { cause: err });
-    }
-
-    const onDevice = new Map(state.peers.map((peer) => [peer.publicKey, peer]));
-    const evals = new Map<string, PeerEval>();
-    const intended = new Map<string, { peer: DesiredPeer; psk: PskResult }>();
-    const wanted = new Set(desired.peers.map((peer) => peer.publicKey));
-    for (const node of desired.awaiting) {
-      evals.set(node, { node, state: 'AwaitingPeer', message: 'peer has not published its public key yet' });
-    }
-    try {
-      for (const peer of desired.peers) {
-        if (peer.publicKey === own.publicKey) {
-          evals.set(peer.node, {
-            node: peer.node,
-            state: 'KeyMismatch',
-            message: 'peer publishes our own public key',
-          });
-          continue;
-        }
-        const psk = this.presharedKey(p, peer.node, byNode.get(peer.node)?.spec.secretRef?.name);
-        if (psk.kind === 'missing' || psk.kind === 'invalid') {
-          // Never a weaker tunnel: a peer without its PSK is not added (one already on the device is left alone).
-          evals.set(peer.node, {
-            node: peer.node,
-            state: psk.kind === 'missing' ? 'AwaitingPeer' : 'KeyMismatch',
-            message: psk.message,
-          });
-          continue;
-        }
-        intended.set(peer.publicKey, { peer, psk });
-        await this.upsertIfChanged(p, peer, psk, onDevice.get(peer.publicKey));
+      if (keySet) {
+        // A new private key ends every session: no handshake before this instant counts.
+        rt.keyChangedAt = now;
+        for (const peer of rt.peers.values()) peer.configuredAt = peer.reconfiguredAt = now;
       }
       for (const publicKey of onDevice.keys()) {
-        if (wanted.has(publicKey)) continue;
+        if (plan.wanted.has(publicKey)) continue;
         await device.removePeer(publicKey);
         rt.peers.delete(publicKey);
-        log.info({ peerKey: fingerprint(publicKey) }, 'peer removed');
       }
-      for (const publicKey of [...rt.peers.keys()]) if (!wanted.has(publicKey)) rt.peers.delete(publicKey);
+      for (const publicKey of [...rt.peers.keys()])
+        if (!plan.wanted.has(publicKey)) rt.peers.delete(publicKey);
+      for (const [publicKey, { peer, psk }] of plan.intended) {
+        await this.upsertIfChanged(p, peer, psk, onDevice.get(publicKey), keepSessions);
+      }
+      if (switching) {
+        // Send traffic at once so the handshakes at the new epoch start now, not at the next keepalive.
+        for (const { peer } of plan.intended.values())
+          this.probe(p, peer.node, byNode.get(peer.node)?.spec.address, true);
+      }
+      const elapsedMs = Math.round((performance.now() - started) * 10) / 10;
+      if (keySet) log.info({ publicKey: fingerprint(ownKey.publicKey), epoch: run }, 'private key set');
+      for (const publicKey of onDevice.keys()) {
+        if (!plan.wanted.has(publicKey)) log.info({ peerKey: fingerprint(publicKey) }, 'peer removed');
+      }
+      if (switching) {
+        log.info(
+          {
+            from: p.current,
+            epoch: run,
+            scope: view.cutover ? view.rotation?.scope : 'converge',
+            peers: plan.intended.size,
+            elapsedMs,
+          },
+          'switched epoch',
+        );
+      }
       const routes = new Set<string>();
-      for (const { peer } of intended.values())
+      for (const { peer } of plan.intended.values())
         for (const r of peer.allowedIPs) routes.add(normalizePrefix(r));
       for (const [publicKey, peer] of onDevice) {
-        if (wanted.has(publicKey) && !intended.has(publicKey)) for (const r of peer.allowedIPs) routes.add(r);
+        if (plan.wanted.has(publicKey) && !plan.intended.has(publicKey))
+          for (const r of peer.allowedIPs) routes.add(r);
       }
       const routeList = [...routes].sort();
       if (rt.routes !== routeList.join(',')) {
@@ -518,13 +604,16 @@ export class Agent {
       if (!state) throw new Error(`interface ${device.name} disappeared`);
     } catch (err) {
       await this.publishFailure(rt, p.mine, now, 'DeviceError', describeError(err));
-      throw new Error(`failed to program peers on ${device.name}: ${describeError(err)}`, { cause: err });
+      throw new Error(`failed to program ${device.name}: ${describeError(err)}`, { cause: err });
     }
+    rt.epoch = run;
+    await this.pruneNodeKeys(p, Math.min(run, view.base));
 
-    // Read-back: the kernel silently ignores some bad input (e.g. a PSK of the wrong length).
+    // 4. Read-back: the kernel silently ignores some bad input (e.g. a PSK of the wrong length).
+    const evals = plan.evals;
     const readBack = new Map(state.peers.map((peer) => [peer.publicKey, peer]));
-    let deviceOk = state.publicKey === own.publicKey;
-    for (const [publicKey, { peer, psk }] of intended) {
+    let deviceOk = state.publicKey === ownKey.publicKey;
+    for (const [publicKey, { peer, psk }] of plan.intended) {
       const mismatch = verifyPeer(readBack.get(publicKey), peer, psk);
       if (mismatch) {
         deviceOk = false;
@@ -551,21 +640,114 @@ export class Agent {
           type: 'Ready',
           status: 'True',
           reason: 'Applied',
-          message: `interface ${device.name} programmed with ${intended.size} of ${evals.size} peers`,
+          message: `interface ${device.name} programmed with ${plan.intended.size} of ${evals.size} peers`,
         }
       : {
           type: 'Ready',
           status: 'False',
           reason: 'DeviceMismatch',
           message:
-            state.publicKey === own.publicKey
+            state.publicKey === ownKey.publicKey
               ? 'the device does not hold the intended configuration of some peers'
-              : `the device's public key ${state.publicKey ? fingerprint(state.publicKey) : 'none'} is not ${fingerprint(own.publicKey)}`,
+              : `the device's public key ${state.publicKey ? fingerprint(state.publicKey) : 'none'} is not ${fingerprint(ownKey.publicKey)}`,
         };
-    const status = this.applied(p, own.publicKey, [...evals.values()], ready);
+    const ack =
+      staged && next && view.rotation
+        ? { epoch: view.rotation.target, publicKey: next.publicKey }
+        : undefined;
+    const status = this.applied(p, run, ownKey.publicKey, ack, [...evals.values()], ready);
     if (await this.publish(rt, p.mine, status)) {
-      log.info({ peers: status.peersSummary, epoch }, 'status updated');
+      log.info({ peers: status.peersSummary, epoch: run, stagedEpoch: status.stagedEpoch }, 'status updated');
     }
+    return view.cutoverAt;
+  }
+
+  /**
+   * Every peer's configuration at `epoch`. A peer's key is the one it has at that epoch (it runs or staged
+   * it); a peer that has neither, but is on the device, keeps its configuration until it reaches the epoch
+   * (changing it would break what still works without making anything work); a peer never seen before is
+   * configured with the key desiredDevice knows. Never a peer without its PSK in PerPair.
+   */
+  private planPeers(
+    p: Pass,
+    epoch: number,
+    ownPublicKey: string,
+    desired: DesiredDevice,
+    byNode: Map<string, NodeTunnel>,
+    onDevice: Map<string, DevicePeer>,
+  ): PeerPlan {
+    const intended = new Map<string, { peer: DesiredPeer; psk: PskResult }>();
+    const wanted = new Set<string>();
+    const evals = new Map<string, PeerEval>();
+    const fallback = new Map(desired.peers.map((d) => [d.node, d]));
+    for (const node of [...desired.peers.map((d) => d.node), ...desired.awaiting].sort()) {
+      const t = byNode.get(node)!;
+      let publicKey = keyAt(t, epoch);
+      // A peer that reports no epoch at all (it never applied one) is taken at the key desiredDevice knows.
+      if (publicKey === undefined && t.status?.appliedEpoch !== undefined) {
+        const kept = this.deviceKeyOf(p.rt, t, onDevice);
+        if (kept !== undefined) {
+          wanted.add(kept);
+          const at = t.status.appliedEpoch;
+          evals.set(node, {
+            node,
+            state: 'AwaitingPeer',
+            message: `peer runs epoch ${at}; waiting for its key at epoch ${epoch}`,
+          });
+          continue;
+        }
+      }
+      publicKey ??= fallback.get(node)?.publicKey;
+      if (publicKey === undefined) {
+        evals.set(node, {
+          node,
+          state: 'AwaitingPeer',
+          message: 'peer has not published its public key yet',
+        });
+        continue;
+      }
+      if (publicKey === ownPublicKey) {
+        evals.set(node, { node, state: 'KeyMismatch', message: 'peer publishes our own public key' });
+        continue;
+      }
+      // Never a weaker tunnel: a peer without its PSK is not added (one already on the device is left alone).
+      wanted.add(publicKey);
+      const psk = this.presharedKey(p, node, t.spec.secretRef?.name, epoch);
+      if (psk.kind === 'missing' || psk.kind === 'invalid') {
+        evals.set(node, {
+          node,
+          state: psk.kind === 'missing' ? 'AwaitingPeer' : 'KeyMismatch',
+          message: psk.message,
+        });
+        continue;
+      }
+      intended.set(publicKey, {
+        peer: {
+          node,
+          publicKey,
+          endpoint: t.spec.endpoint,
+          allowedIPs: [...t.spec.allowedIPs],
+          persistentKeepalive: durationSeconds(p.tunnel.spec.persistentKeepalive),
+        },
+        psk,
+      });
+    }
+    return { intended, wanted, evals };
+  }
+
+  /** The key the device holds for the peer of tunnel `t`, if any. */
+  private deviceKeyOf(
+    rt: OverlayRuntime,
+    t: NodeTunnel,
+    onDevice: Map<string, DevicePeer>,
+  ): string | undefined {
+    for (const [publicKey, applied] of rt.peers) {
+      if (applied.node === t.spec.nodeName && onDevice.has(publicKey)) return publicKey;
+    }
+    for (const k of [t.status?.publicKey, t.status?.stagedPublicKey, t.spec.publicKey]) {
+      if (k !== undefined && onDevice.has(k)) return k;
+    }
+    return undefined;
   }
 
   private async upsertIfChanged(
@@ -573,6 +755,7 @@ export class Agent {
     peer: DesiredPeer,
     psk: PskResult,
     current: DevicePeer | undefined,
+    keepSessions = false,
   ): Promise<void> {
     const { rt, now } = p;
     const pskFingerprint = psk.kind === 'ok' ? psk.fingerprint : undefined;
@@ -587,7 +770,9 @@ export class Agent {
       !sameList([...current.allowedIPs].sort(), allowedIPs) ||
       (current.persistentKeepalive ?? 0) !== peer.persistentKeepalive ||
       endpointChanged;
-    const keysChanged = !current || current.presharedKeyFingerprint !== pskFingerprint;
+    // A new PSK takes effect at the next handshake. At a PSK-only cutover the session in use continues (and a
+    // ping does not make WireGuard re-handshake a live session), so its handshake still counts.
+    const keysChanged = !current || (current.presharedKeyFingerprint !== pskFingerprint && !keepSessions);
     if (changed) {
       await rt.device.upsertPeer({
         publicKey: peer.publicKey,
@@ -618,8 +803,9 @@ export class Agent {
     });
   }
 
-  private probe(p: Pass, node: string, address: string | undefined): void {
-    if (!address || p.rt.probing.has(node)) return;
+  /** Pings the peer through the tunnel; `force` even while an earlier probe is in flight (a cutover). */
+  private probe(p: Pass, node: string, address: string | undefined, force = false): void {
+    if (!address || (p.rt.probing.has(node) && !force)) return;
     p.rt.probing.add(node);
     const iface = p.rt.device.name;
     void this.prober
@@ -688,9 +874,8 @@ export class Agent {
     return key;
   }
 
-  private presharedKey(p: Pass, peer: string, peerSecret: string | undefined): PskResult {
+  private presharedKey(p: Pass, peer: string, peerSecret: string | undefined, epoch: number): PskResult {
     if (p.presharedKeys === 'Disabled') return { kind: 'disabled' };
-    const epoch = p.tunnel.spec.epoch;
     if (!p.operatorKey)
       return { kind: 'missing', message: 'the operator has not published its sealing key yet' };
     const [a, b] = pairKey(this.node, peer);
@@ -736,44 +921,131 @@ export class Agent {
     return { kind: 'ok', key, fingerprint: fp };
   }
 
-  /** This node's private key at the tunnel's epoch, or why it is not available. */
-  private async privateKey(
+  /** This node's key pair at `epoch` outside a rotation (Node custody: generated when none is stored). */
+  private async ownKeyAt(p: Pass, epoch: number): Promise<KeyResult> {
+    if (p.custody === 'Operator') return this.operatorKeyAt(p, epoch, false);
+    return (await this.storedNodeKey(p, epoch)) ?? (await this.newNodeKey(p, epoch));
+  }
+
+  /**
+   * Stages the rotation's target epoch: this node's key for it and every PSK at it for the current peers,
+   * unsealed and validated; nothing is applied. `current` is the key at the overlay's epoch (absent at a
+   * cutover). Missing material means "not yet": the Secret watch brings the agent back.
+   */
+  private async stage(
     p: Pass,
-  ): Promise<{ privateKey: Uint8Array; publicKey: string } | { reason: string; message: string }> {
-    const epoch = p.tunnel.spec.epoch;
-    if (p.custody === 'Node') {
-      if (p.rt.nodeKey?.epoch !== epoch) {
-        p.rt.nodeKey = { epoch, pair: await this.keys.wireGuardKeyPair(p.overlay, epoch) };
-        await this.keys.pruneEpochs(p.overlay, epoch);
+    r: { target: number; scope: RotationScope },
+    current: OwnKey | undefined,
+  ): Promise<{ key?: OwnKey; waiting?: string }> {
+    const key = await this.stagedKey(p, r, current);
+    if ('reason' in key) return { waiting: key.message };
+    if (p.presharedKeys === 'PerPair') {
+      for (const t of this.peerTunnels(p)) {
+        const node = t.spec.nodeName;
+        if (node === this.node || t.metadata?.deletionTimestamp) continue;
+        const secret = t.spec.secretRef?.name;
+        const psk = this.presharedKey(p, node, secret, r.target);
+        if (psk.kind === 'ok' || psk.kind === 'disabled') continue;
+        // A pair that has no PSK at the current epoch either is still being set up: it does not hold us back.
+        if (psk.kind === 'missing' && this.presharedKey(p, node, secret, p.view.base).kind !== 'ok') continue;
+        return { key, waiting: `pair with ${node} at epoch ${r.target}: ${psk.message}` };
       }
-      return p.rt.nodeKey.pair;
     }
-    const expected = p.tunnel.spec.publicKey;
-    if (!expected) return { reason: 'AwaitingKeys', message: `no public key in spec for epoch ${epoch} yet` };
+    return { key };
+  }
+
+  /** This node's key for the rotation's target epoch. */
+  private async stagedKey(
+    p: Pass,
+    r: { target: number; scope: RotationScope },
+    current: OwnKey | undefined,
+  ): Promise<KeyResult> {
+    if (p.custody === 'Operator') {
+      if (r.scope === 'PresharedKeys' && current) return current;
+      // Keys: the target's own entry; PresharedKeys: no new entry, the newest one up to the target.
+      return this.operatorKeyAt(p, r.target, r.scope === 'Keys');
+    }
+    const stored = await this.storedNodeKey(p, r.target);
+    // The key the device runs before the cutover (after a restart past the cutover: the overlay's epoch's).
+    const fromEpoch = p.current !== undefined && p.current < r.target ? p.current : p.view.base;
+    const source = current ?? (await this.storedNodeKey(p, fromEpoch));
+    if (r.scope === 'PresharedKeys') {
+      if (!source) return stored ?? (await this.newNodeKey(p, r.target));
+      // Carried into the target epoch on disk, so a restart after the cutover finds the key it runs.
+      if (stored?.publicKey !== source.publicKey) {
+        await this.keys.storeWireGuardKey(p.overlay, r.target, source.privateKey);
+        p.rt.nodeKeys.set(r.target, source);
+      }
+      return source;
+    }
+    // Staged earlier (e.g. before a restart): reuse it. One equal to the current key was carried over by an
+    // aborted PSK-only attempt at the same epoch and is no new key.
+    if (stored && stored.publicKey !== source?.publicKey) return stored;
+    return this.newNodeKey(p, r.target);
+  }
+
+  private async storedNodeKey(p: Pass, epoch: number): Promise<WgKeyPair | undefined> {
+    const cached = p.rt.nodeKeys.get(epoch);
+    if (cached) return cached;
+    const stored = await this.keys.storedWireGuardKeyPair(p.overlay, epoch);
+    if (stored) p.rt.nodeKeys.set(epoch, stored);
+    return stored;
+  }
+
+  private async newNodeKey(p: Pass, epoch: number): Promise<WgKeyPair> {
+    const pair = await this.keys.newWireGuardKeyPair(p.overlay, epoch);
+    p.rt.nodeKeys.set(epoch, pair);
+    p.log.info({ publicKey: fingerprint(pair.publicKey), epoch }, 'generated a WireGuard key');
+    return pair;
+  }
+
+  /** Node custody: forget the keys of epochs below `keepFrom` (never used again: epochs only increase). */
+  private async pruneNodeKeys(p: Pass, keepFrom: number): Promise<void> {
+    if (p.custody !== 'Node' || (p.rt.keptFrom ?? -1) >= keepFrom) return;
+    await this.keys.pruneEpochs(p.overlay, keepFrom);
+    for (const epoch of p.rt.nodeKeys.keys()) if (epoch < keepFrom) p.rt.nodeKeys.delete(epoch);
+    p.rt.keptFrom = keepFrom;
+  }
+
+  /**
+   * Operator custody: this node's private key at `epoch` from its own Secret: the entry of exactly that epoch
+   * (`exact`), or else the newest one up to it (a PSK-only rotation adds no private key). It must open with the
+   * operator's sealing key and match the public key listed with it (and spec.publicKey at that epoch).
+   */
+  private operatorKeyAt(p: Pass, epoch: number, exact: boolean): KeyResult {
     if (!p.operatorKey)
       return { reason: 'AwaitingKeys', message: 'the operator has not published its sealing key yet' };
     const payload = this.secretPayload(
       p,
       p.tunnel.spec.secretRef?.name ?? keySecretName(p.overlay, this.node),
     );
-    const entry = payload?.privateKeys.find((k) => k.epoch === epoch);
+    const entries = payload?.privateKeys ?? [];
+    const entry = exact
+      ? entries.find((k) => k.epoch === epoch)
+      : entries.filter((k) => k.epoch <= epoch).sort((x, y) => y.epoch - x.epoch)[0];
     if (!entry) return { reason: 'AwaitingKeys', message: `no sealed private key for epoch ${epoch} yet` };
     let privateKey: Uint8Array;
     try {
       privateKey = this.open(p, entry.sealed, p.operatorKey);
     } catch (err) {
-      p.log.warn({ epoch, err: describeError(err) }, 'sealed private key refused');
+      p.log.warn({ epoch: entry.epoch, err: describeError(err) }, 'sealed private key refused');
       return {
         reason: 'KeyMismatch',
         message: "sealed private key does not open with the operator's sealing key",
       };
     }
     const publicKey = publicKeyOf(privateKey);
-    if (publicKey !== expected) {
-      return {
-        reason: 'KeyMismatch',
-        message: `sealed private key belongs to ${fingerprint(publicKey)}, spec.publicKey is ${fingerprint(expected)}`,
-      };
+    const expected = p.tunnel.spec.epoch === epoch ? p.tunnel.spec.publicKey : undefined;
+    for (const [what, want] of [
+      ['the Secret lists', entry.publicKey],
+      ['spec.publicKey is', expected],
+    ] as const) {
+      if (want !== undefined && want !== publicKey) {
+        return {
+          reason: 'KeyMismatch',
+          message: `sealed private key of epoch ${entry.epoch} belongs to ${fingerprint(publicKey)}, ${what} ${fingerprint(want)}`,
+        };
+      }
     }
     return { privateKey, publicKey };
   }
@@ -781,13 +1053,24 @@ export class Agent {
   /** Status after a pass that programmed the device. */
   private applied(
     p: Pass,
+    epoch: number,
     publicKey: string,
+    ack: { epoch: number; publicKey: string } | undefined,
     evals: PeerEval[],
     ready: ConditionInput,
   ): Record<string, unknown> {
     const base = this.baseStatus(p.rt, p.mine);
     const now = new Date(p.now);
-    const epoch = p.tunnel.spec.epoch;
+    // The staging acknowledgement: the rotation's target once staged. An earlier, aborted attempt's ack stays
+    // as it was (its epoch is never used: a retry stages a higher one), so a Backoff causes no write.
+    const staged =
+      ack ??
+      (base.stagedEpoch !== undefined &&
+      base.stagedPublicKey !== undefined &&
+      base.stagedEpoch > epoch &&
+      base.stagedEpoch !== p.view.rotation?.target
+        ? { epoch: base.stagedEpoch, publicKey: base.stagedPublicKey }
+        : { epoch, publicKey });
     const previous = new Map((base.peers ?? []).map((e) => [e.node, e]));
     const peers: PeerStatus[] = evals
       .sort((x, y) => (x.node < y.node ? -1 : x.node > y.node ? 1 : 0))
@@ -829,9 +1112,11 @@ export class Agent {
     const status: NodeTunnelStatus = {
       observedGeneration: ready.status === 'True' ? generation : base.observedGeneration,
       envelopePublicKey: this.envelopePublicKey(),
-      ...(p.custody === 'Node' ? { publicKey } : {}),
+      // Published in both custody modes: peers take the key at an epoch from here (rotation/keyAt).
+      publicKey,
       appliedEpoch: epoch,
-      stagedEpoch: epoch,
+      stagedEpoch: staged.epoch,
+      stagedPublicKey: staged.publicKey,
       peers,
       summary: { encrypted, total: peers.length },
       peersSummary: `${encrypted}/${peers.length}`,

@@ -62,3 +62,18 @@ test('a corrupt key file is an error, never silently replaced; bad overlay names
   expect(await readFile(join(dir, 'envelope.key'), 'utf8')).toBe('not a key\n');
   await expect(ks.wireGuardKeyPair('../etc', 1)).rejects.toThrow(/invalid overlay name/);
 });
+
+test('rotation keys: read without creating, a new key replaces a stored one, a key carried to an epoch', async () => {
+  const ks = new KeyStore(join(root, 'r'));
+  await ks.init();
+  expect(await ks.storedWireGuardKeyPair('ovl', 2)).toBeUndefined();
+  const k1 = await ks.wireGuardKeyPair('ovl', 1);
+  const staged = await ks.newWireGuardKeyPair('ovl', 2);
+  expect((await ks.storedWireGuardKeyPair('ovl', 2))?.publicKey).toBe(staged.publicKey);
+  const again = await ks.newWireGuardKeyPair('ovl', 2);
+  expect(again.publicKey).not.toBe(staged.publicKey);
+  expect((await ks.storedWireGuardKeyPair('ovl', 2))?.publicKey).toBe(again.publicKey);
+  await ks.storeWireGuardKey('ovl', 3, k1.privateKey);
+  expect((await ks.storedWireGuardKeyPair('ovl', 3))?.publicKey).toBe(k1.publicKey);
+  expect((await stat(join(root, 'r', 'overlays', 'ovl', 'wg-3.key'))).mode & 0o777).toBe(0o600);
+});

@@ -49,15 +49,39 @@ export class KeyStore {
   /** Node custody: this node's WireGuard key pair for `overlay` at `epoch`, generated on first use. */
   async wireGuardKeyPair(overlay: string, epoch: number): Promise<WgKeyPair> {
     await this.ensureOverlay(overlay);
-    const path = join(this.overlayDir(overlay), `wg-${epoch}.key`);
-    const existing = await readKeyFile(path);
-    if (existing) {
-      const privateKey = validateKey(existing, `stored private key of overlay ${overlay} epoch ${epoch}`);
-      return { privateKey, publicKey: publicKeyOf(privateKey) };
-    }
+    return (
+      (await this.storedWireGuardKeyPair(overlay, epoch)) ?? (await this.newWireGuardKeyPair(overlay, epoch))
+    );
+  }
+
+  /** Node custody: this node's stored key pair for `overlay` at `epoch`, or undefined when none is stored. */
+  async storedWireGuardKeyPair(overlay: string, epoch: number): Promise<WgKeyPair | undefined> {
+    const existing = await readKeyFile(this.wgKeyPath(overlay, epoch));
+    if (!existing) return undefined;
+    const privateKey = validateKey(existing, `stored private key of overlay ${overlay} epoch ${epoch}`);
+    return { privateKey, publicKey: publicKeyOf(privateKey) };
+  }
+
+  /** Node custody: a new key pair for `overlay` at `epoch`, replacing any stored one (a staged key not used). */
+  async newWireGuardKeyPair(overlay: string, epoch: number): Promise<WgKeyPair> {
+    await this.ensureOverlay(overlay);
     const pair = this.random ? generateKeyPair(this.random) : generateKeyPair();
-    await writeKeyFile(path, pair.privateKey);
+    await writeKeyFile(this.wgKeyPath(overlay, epoch), pair.privateKey);
     return pair;
+  }
+
+  /**
+   * Node custody: stores `privateKey` as the key of `epoch` (a pre-shared-key-only rotation carries the
+   * current key into the next epoch, so that a restart finds it there).
+   */
+  async storeWireGuardKey(overlay: string, epoch: number, privateKey: Uint8Array): Promise<void> {
+    await this.ensureOverlay(overlay);
+    await writeKeyFile(this.wgKeyPath(overlay, epoch), validateKey(privateKey, 'private key'));
+  }
+
+  private wgKeyPath(overlay: string, epoch: number): string {
+    if (!Number.isSafeInteger(epoch) || epoch < 0) throw new Error(`invalid epoch ${epoch}`);
+    return join(this.overlayDir(overlay), `wg-${epoch}.key`);
   }
 
   /** Node custody: forget the keys of epochs below `keepFrom` (they can never be used again). */

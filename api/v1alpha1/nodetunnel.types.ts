@@ -74,14 +74,10 @@ export const NodeTunnelSpecSchema = z
       .min(0)
       .meta({ 'x-kubernetes-validations': [TRANSITIONS.epoch] })
       .describe(
-        "Desired key epoch: the agent stages this epoch's keys and acknowledges in status.stagedEpoch. It never decreases.",
+        "The overlay's key epoch when this tunnel was created. It never decreases. The epoch in force and any rotation in progress are in the OverlayNetwork's status (epoch, rotation): rotations rewrite no NodeTunnel.",
       ),
-    cutoverTime: z.iso
-      .datetime({ offset: true })
-      .optional()
-      .describe('When set, the instant the agent switches to spec.epoch (all nodes switch together).'),
     publicKey: wireGuardKey(
-      "This node's WireGuard public key at spec.epoch, in Operator custody only (in Node custody the agent publishes it in status).",
+      "Operator custody: this node's WireGuard public key at the overlay's current epoch (the agent also publishes the key it runs in status.publicKey).",
     ).optional(),
     secretRef: z
       .object({
@@ -131,9 +127,12 @@ export const NodeTunnelStatusSchema = z
     envelopePublicKey: wireGuardKey(
       "The agent's X25519 envelope public key: the operator seals this node's key material to it." + KEY_NOTE,
     ).optional(),
-    publicKey: wireGuardKey("This node's current WireGuard public key (Node custody)." + KEY_NOTE).optional(),
+    publicKey: wireGuardKey(
+      "The WireGuard public key this node's device runs, at status.appliedEpoch." + KEY_NOTE,
+    ).optional(),
     stagedPublicKey: wireGuardKey(
-      "This node's WireGuard public key for status.stagedEpoch during a rotation (Node custody)." + KEY_NOTE,
+      "The WireGuard public key for status.stagedEpoch, published when the agent acknowledges a rotation's staging." +
+        KEY_NOTE,
     ).optional(),
     appliedEpoch: z.int().min(0).optional().describe('Key epoch the WireGuard device runs at.'),
     stagedEpoch: z

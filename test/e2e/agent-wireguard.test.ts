@@ -6,7 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import {
   API_VERSION,
@@ -25,7 +25,13 @@ import { Agent } from '../../agent/agent.js';
 import { WgCliDevice } from '../../agent/device/wgcli.js';
 import { KubeAgentApi } from '../../agent/kube.js';
 import { decodeKey, fingerprint } from '../../lib/keys.js';
-import { KEY_SECRET_TYPE, encodeKeySecretData, keySecretName, pairKey } from '../../lib/keysecret.js';
+import {
+  KEY_SECRET_TYPE,
+  encodeKeySecretData,
+  keySecretName,
+  pairKey,
+  type SealedPair,
+} from '../../lib/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
@@ -257,4 +263,128 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
   expect(after?.peers[0]?.latestHandshake?.getTime()).toBe(handshakeBefore);
   expect(restarted.statusWrites).toBe(writesBefore);
   expect((await tunnelStatus(nodes[0].name)).peersSummary).toBe('1/1');
+}, 180_000);
+
+// Continues from the test above (agents running, pair encrypted at epoch 1). The test plays the operator's
+// side of notes/ROTATION.md by writing the OverlayNetwork's status and the key Secret, and measures the
+// traffic lost across each cutover with a ping every 20 ms through the tunnel.
+test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', async () => {
+  const names = nodes.map((n) => n.name) as [string, string];
+  const [a, b] = pairKey(names[0], names[1]);
+  const env = await Promise.all(
+    names.map(async (n) => decodeKey((await tunnelStatus(n)).envelopePublicKey!)),
+  );
+  const pair = (psk: Uint8Array, epoch: number): SealedPair => ({
+    a,
+    b,
+    epoch,
+    fingerprint: fingerprint(psk),
+    sealedTo: { [names[0]]: fingerprint(env[0]!), [names[1]]: fingerprint(env[1]!) },
+    sealed: { [names[0]]: seal(psk, env[0]!, operator), [names[1]]: seal(psk, env[1]!, operator) },
+  });
+  const writeSecret = async (pairs: SealedPair[]): Promise<void> => {
+    const name = keySecretName(overlay, names[0]);
+    const current = await core.readNamespacedSecret({ name, namespace });
+    current.data = encodeKeySecretData({ version: 1, overlay, node: names[0], pairs, privateKeys: [] });
+    await core.replaceNamespacedSecret({ name, namespace, body: current });
+  };
+  const overlayStatus = async (status: Record<string, unknown>): Promise<void> => {
+    await custom.patchClusterCustomObjectStatus(
+      { group: GROUP, version: VERSION, plural: OVERLAY_NETWORK_PLURAL, name: overlay, body: { status } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  };
+  const rotation = (phase: string, scope: string, target: number, cutoverTime?: number) => ({
+    phase,
+    scope,
+    targetEpoch: target,
+    startTime: new Date().toISOString(),
+    attempt: 1,
+    ...(cutoverTime !== undefined ? { cutoverTime: new Date(cutoverTime).toISOString() } : {}),
+  });
+  const peerIP = '10.97.0.2';
+  /** Pings the peer every 20 ms for `ms`; resolves with the packets lost. */
+  const pingFor = async (ms: number): Promise<number> => {
+    const count = String(Math.round(ms / 20));
+    const r = await lab!.exec(names[0], ['ping', '-q', '-i', '0.02', '-W', '1', '-c', count, peerIP], {
+      timeoutMs: ms + 10_000,
+    });
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
+    if (!m) throw new Error(`unexpected ping output: ${r.stdout} ${r.stderr}`);
+    return Number(m[1]) - Number(m[2]);
+  };
+  const allAt = (epoch: number) =>
+    Promise.all(
+      names.map((n) =>
+        until(`${n} encrypted at epoch ${epoch}`, async () => {
+          const s = await tunnelStatus(n);
+          return s.appliedEpoch === epoch && s.peers?.[0]?.state === 'Encrypted' && s.peers[0].epoch === epoch
+            ? s
+            : undefined;
+        }),
+      ),
+    );
+
+  // 1. full key rotation, epoch 1 → 2
+  const before = await Promise.all(names.map((n) => tunnelStatus(n)));
+  const psk2 = newPresharedKey();
+  // the Secret holds both epochs while the rotation runs: the stored epoch-1 entry stays
+  const stored = await core.readNamespacedSecret({ name: keySecretName(overlay, names[0]), namespace });
+  const epoch1 = (
+    JSON.parse(Buffer.from(stored.data!['keys.json']!, 'base64').toString()) as { pairs: SealedPair[] }
+  ).pairs;
+  await overlayStatus({ epoch: 1, rotation: rotation('Staging', 'Keys', 2) });
+  await writeSecret([...epoch1, pair(psk2, 2)]);
+  const staged = await Promise.all(
+    names.map((n) =>
+      until(`${n} staged epoch 2`, async () => {
+        const s = await tunnelStatus(n);
+        return s.stagedEpoch === 2 && s.stagedPublicKey ? s : undefined;
+      }),
+    ),
+  );
+  for (const [i, s] of staged.entries()) {
+    expect(s.stagedPublicKey).not.toBe(before[i]!.publicKey);
+    expect(s.appliedEpoch).toBe(1);
+  }
+  const cutover = Date.now() + 1500;
+  const lostKeys = pingFor(4000);
+  await overlayStatus({ epoch: 1, rotation: rotation('CuttingOver', 'Keys', 2, cutover) });
+  const lost = await lostKeys;
+  const after = await allAt(2);
+  console.log(`key rotation: ${lost} of 200 pings lost (${lost * 20} ms)`);
+  expect(lost * 20).toBeLessThan(1000);
+  for (const [i, s] of after.entries()) expect(s.publicKey).toBe(staged[i]!.stagedPublicKey);
+  const device = new WgCliDevice(agents.get(names[0])!.interfaceFor(overlay), { run: lab!.runner(names[0]) });
+  const dev2 = await device.read();
+  expect(dev2?.publicKey).toBe(staged[0]!.stagedPublicKey);
+  expect(dev2?.peers).toEqual([
+    expect.objectContaining({
+      publicKey: staged[1]!.stagedPublicKey,
+      presharedKeyFingerprint: fingerprint(psk2),
+    }),
+  ]);
+
+  // 2. PSK-only rotation, epoch 2 → 3: no packet lost, the sessions carry on
+  await overlayStatus({ epoch: 2, rotation: null });
+  const psk3 = newPresharedKey();
+  await overlayStatus({ epoch: 2, rotation: rotation('Staging', 'PresharedKeys', 3) });
+  await writeSecret([pair(psk2, 2), pair(psk3, 3)]);
+  await Promise.all(
+    names.map((n) =>
+      until(`${n} staged epoch 3`, async () => {
+        const s = await tunnelStatus(n);
+        return s.stagedEpoch === 3 ? s : undefined;
+      }),
+    ),
+  );
+  const lostPsk = pingFor(3000);
+  await overlayStatus({ epoch: 2, rotation: rotation('CuttingOver', 'PresharedKeys', 3, Date.now() + 1000) });
+  expect(await lostPsk).toBe(0);
+  const after3 = await allAt(3);
+  for (const [i, s] of after3.entries()) expect(s.publicKey).toBe(after[i]!.publicKey);
+  const dev3 = await device.read();
+  expect(dev3?.publicKey).toBe(dev2?.publicKey);
+  expect(dev3?.peers[0]?.presharedKeyFingerprint).toBe(fingerprint(psk3));
+  await overlayStatus({ epoch: 3, rotation: null });
 }, 180_000);

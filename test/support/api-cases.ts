@@ -487,18 +487,6 @@ export const badCases: Case[] = [
   },
   { name: 'negative epoch', kind: 'NodeTunnel', build: tu({ epoch: -1 }), field: 'spec.epoch' },
   {
-    name: 'cutoverTime that is not a time',
-    kind: 'NodeTunnel',
-    build: tu({ cutoverTime: 'tomorrow' }),
-    field: 'spec.cutoverTime',
-  },
-  {
-    name: 'cutoverTime without a zone',
-    kind: 'NodeTunnel',
-    build: tu({ cutoverTime: '2026-01-01T00:00:00' }),
-    field: 'spec.cutoverTime',
-  },
-  {
     name: 'secretRef namespace with capitals',
     kind: 'NodeTunnel',
     build: tu({ secretRef: { namespace: 'Sealmesh', name: 'x' } }),
@@ -587,7 +575,6 @@ export const goodCases: GoodCase[] = [
     build: gtu({
       mtu: 1420,
       persistentKeepalive: '0s',
-      cutoverTime: '2026-01-01T03:00:00Z',
       publicKey: key,
       secretRef: { namespace: 'sealmesh-system', name: 'sealed.node-1' },
     }),
@@ -606,11 +593,6 @@ export const goodCases: GoodCase[] = [
     name: 'tunnel with a DNS endpoint',
     kind: 'NodeTunnel',
     build: gtu({ endpoint: 'node-1.lab.example.com:51820' }),
-  },
-  {
-    name: 'cutoverTime with an offset and fraction',
-    kind: 'NodeTunnel',
-    build: gtu({ cutoverTime: '2026-01-01T03:00:00.250+02:00' }),
   },
 ];
 

@@ -20,5 +20,6 @@ export default function globalSetup(): void {
     execFileSync('bash', [resolve(root, 'hack/cluster.sh'), 'up'], { stdio: 'inherit' });
     globalThis.__sealmeshStartedCluster = true;
   }
-  process.env.KUBECONFIG = resolve(root, '.local', 'kubeconfig');
+  // SEALMESH_LOCAL_DIR runs the tests against a control plane of their own (as hack/cluster.sh does).
+  process.env.KUBECONFIG = resolve(process.env.SEALMESH_LOCAL_DIR ?? resolve(root, '.local'), 'kubeconfig');
 }

@@ -1,0 +1,101 @@
+// The steps of hack/demo.sh that talk to the API server, from hack/deploy/deploy.ts (which the e2e tests use
+// too), so the demo and the tests deploy sealmesh the same way. Admin access from $KUBECONFIG.
+//
+//   tsx hack/deploy.ts install DIR                 namespaces, CRDs, RBAC; DIR/{operator,agent}.kubeconfig
+//   tsx hack/deploy.ts start-operator DIR          the operator in its own session; DIR/operator.{log,pid}
+//   tsx hack/deploy.ts agent-cmd DIR STATE_ROOT    print the command lab.sh runs in every node
+//   tsx hack/deploy.ts wait OVERLAY NODES SECONDS  until every pair of NODES (comma-separated) is encrypted
+import { readFileSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { loadKubeConfig } from '../lib/kube.js';
+import {
+  AGENT_SERVICE_ACCOUNT,
+  OPERATOR_SERVICE_ACCOUNT,
+  WaitError,
+  agentCommand,
+  applyBase,
+  describeProgress,
+  startOperatorProcess,
+  waitAllEncrypted,
+  writeServiceAccountKubeconfig,
+} from './deploy/deploy.js';
+
+const say = (msg: string) => process.stderr.write(`deploy: ${msg}\n`);
+/** progress lines stay one terminal line or two; the full reason comes with a failure */
+const clip = (s: string) => (s.length > 200 ? `${s.slice(0, 197)}...` : s);
+
+function adminKubeconfig(): string {
+  const file = process.env.KUBECONFIG;
+  if (!file) throw new Error('KUBECONFIG must point at the admin kubeconfig (hack/cluster.sh env)');
+  return file;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  switch (command) {
+    case 'install': {
+      const [dir] = args;
+      if (!dir) break;
+      await applyBase(adminKubeconfig());
+      const kc = loadKubeConfig();
+      await writeServiceAccountKubeconfig(kc, OPERATOR_SERVICE_ACCOUNT, resolve(dir, 'operator.kubeconfig'));
+      await writeServiceAccountKubeconfig(kc, AGENT_SERVICE_ACCOUNT, resolve(dir, 'agent.kubeconfig'));
+      say(`namespaces, CRDs and RBAC applied; service-account kubeconfigs in ${dir}`);
+      return 0;
+    }
+    case 'start-operator': {
+      const [dir] = args;
+      if (!dir) break;
+      const child = startOperatorProcess({
+        kubeconfig: resolve(dir, 'operator.kubeconfig'),
+        logFile: resolve(dir, 'operator.log'),
+        detached: true,
+      });
+      if (!child.pid) throw new Error('the operator did not start');
+      // "pid starttime": the start time lets `down` tell our operator from a process that reused the PID
+      const start = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[19];
+      writeFileSync(resolve(dir, 'operator.pid'), `${child.pid} ${start ?? ''}\n`);
+      say(`operator started (pid ${child.pid}, log ${resolve(dir, 'operator.log')})`);
+      return 0;
+    }
+    case 'agent-cmd': {
+      const [dir, stateRoot] = args;
+      if (!dir || !stateRoot) break;
+      process.stdout.write(`${agentCommand(resolve(dir, 'agent.kubeconfig'), resolve(stateRoot))}\n`);
+      return 0;
+    }
+    case 'wait': {
+      const [overlay, nodes, seconds] = args;
+      if (!overlay || !nodes || !seconds || !(Number(seconds) > 0)) break;
+      const list = nodes.split(',').filter((n) => n !== '');
+      try {
+        const done = await waitAllEncrypted(
+          loadKubeConfig(),
+          overlay,
+          list,
+          Number(seconds) * 1000,
+          (p, ms) => say(`${(ms / 1000).toFixed(0).padStart(4)} s  ${clip(p.reason)}`),
+        );
+        say(`overlay ${overlay}: ${done.reason}`);
+        return 0;
+      } catch (err) {
+        if (!(err instanceof WaitError)) throw err;
+        say(err.message);
+        process.stderr.write(`${describeProgress(err.last)}\n`);
+        return 1;
+      }
+    }
+  }
+  process.stderr.write(
+    'usage: tsx hack/deploy.ts install DIR | start-operator DIR | agent-cmd DIR STATE_ROOT | wait OVERLAY NODES SECONDS\n',
+  );
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    say(err instanceof Error ? err.message : String(err));
+    process.exit(1);
+  },
+);

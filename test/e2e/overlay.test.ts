@@ -1,0 +1,430 @@
+// The whole of sealmesh for real: config/ (namespaces, CRDs, RBAC) applied, the operator as a process and one
+// agent inside every lab node, each authenticating as its own service account, real WireGuard (wireguard-go)
+// between network namespaces. One overlay, then: every pair encrypted and pinging with only WireGuard UDP on
+// the underlay; a fifth node joins; a node leaves (label removed) and vanishes from every device; an agent is
+// killed with SIGKILL and restarted while traffic flows. The scenarios build on each other and run in order.
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
+import { agentLeaseName } from '../../agent/liveness.js';
+import {
+  API_VERSION,
+  GROUP,
+  NODE_TUNNEL_PLURAL,
+  OVERLAY_LABEL,
+  OVERLAY_NETWORK_KIND,
+  OVERLAY_NETWORK_PLURAL,
+  VERSION,
+  nodeTunnelName,
+} from '../../api/v1alpha1/groupversion.js';
+import {
+  KEY_NAMESPACE,
+  describeProgress,
+  kubectl,
+  waitAllEncrypted,
+  WaitError,
+} from '../../hack/deploy/deploy.js';
+import { isNotFound } from '../../lib/kube.js';
+import { startCapture } from '../support/capture.js';
+import { kubeConfig, kubeconfigPath, uniqueName } from '../support/cluster.js';
+import { Deployment } from '../support/deploy.js';
+
+const kc = kubeConfig();
+const core = kc.makeApiClient(CoreV1Api);
+const custom = kc.makeApiClient(CustomObjectsApi);
+const leases = kc.makeApiClient(CoordinationV1Api);
+const overlay = uniqueName('e2e-ovl');
+/** The overlay selects nodes carrying this label (= the overlay's name); scenario c removes it from one. */
+const MEMBER_LABEL = 'sealmesh.io/member';
+const PORT = 51820;
+/** ICMP payload of every overlay ping: seen on the underlay only if the tunnel leaked plaintext. */
+const MARKER = '5ea1ed0ca11ab1e5';
+
+// Bounds (the machine has 2 shared cores; agents start through tsx).
+const SETUP_MS = 150_000;
+const ALL_ENCRYPTED_MS = 180_000;
+const JOIN_MS = 120_000;
+const LEAVE_MS = 60_000;
+const RECOVER_MS = 90_000;
+/** Most ping loss tolerated across an agent's SIGKILL and restart: the device lives on in wireguard-go. */
+const MAX_LOSS_PERCENT = 5;
+
+let deployment: Deployment | undefined;
+/** The scenarios build on each other: after one fails, the later ones say so instead of failing obscurely. */
+let failedScenario: string | undefined;
+
+async function scenario(name: string, body: () => Promise<void>): Promise<void> {
+  if (failedScenario) throw new Error(`not run: scenario ${failedScenario} failed`);
+  failedScenario = name;
+  await body();
+  failedScenario = undefined;
+}
+/** the nodes currently in the overlay */
+let members: string[] = [];
+
+async function label(node: string, value: string | null): Promise<void> {
+  await core.patchNode(
+    { name: node, body: { metadata: { labels: { [MEMBER_LABEL]: value } } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+}
+
+async function tunnelAddress(node: string): Promise<string> {
+  const t = (await custom.getClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: NODE_TUNNEL_PLURAL,
+    name: nodeTunnelName(overlay, node),
+  })) as { spec: { address: string } };
+  return t.spec.address.split('/')[0]!;
+}
+
+async function allEncrypted(nodes: string[], timeoutMs: number): Promise<number> {
+  const t0 = Date.now();
+  try {
+    await waitAllEncrypted(kc, overlay, nodes, timeoutMs);
+  } catch (err) {
+    if (err instanceof WaitError)
+      throw new Error(`${err.message}\n${describeProgress(err.last)}${logTails()}`, { cause: err });
+    throw err;
+  }
+  return Date.now() - t0;
+}
+
+/** The end of every log, so a failure says what the operator and the agents were doing. */
+function logTails(): string {
+  if (!deployment) return '';
+  const logs = deployment.logs();
+  const tail = (s: string) =>
+    s
+      .trim()
+      .split('\n')
+      .slice(-8)
+      .map((l) => `    ${l.slice(0, 400)}`)
+      .join('\n');
+  let out = `\n--- operator (${deployment.operatorLog}):\n${tail(logs.operator)}`;
+  for (const [node, log] of Object.entries(logs.nodes)) out += `\n--- ${node}:\n${tail(log)}`;
+  return out;
+}
+
+/** `wg show all <what>` inside a node: lines of "interface<TAB>value...". */
+async function wgShow(node: string, what: 'peers' | 'public-key'): Promise<string[]> {
+  const r = await deployment!.lab.exec(node, ['wg', 'show', 'all', what]);
+  if (r.code !== 0) throw new Error(`wg show all ${what} in ${node} failed: ${r.stderr}`);
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => l.split('\t').slice(1).join('\t'));
+}
+
+async function publicKey(node: string): Promise<string> {
+  const keys = await wgShow(node, 'public-key');
+  if (keys.length !== 1) throw new Error(`${node} has ${keys.length} WireGuard interfaces, expected 1`);
+  return keys[0]!;
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
+  const t0 = Date.now();
+  while (!(await check())) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return Date.now() - t0;
+}
+
+function report(line: string): void {
+  process.stdout.write(`[overlay e2e] ${line}\n`);
+}
+
+beforeAll(async () => {
+  deployment = await Deployment.up({ nodes: 4, kc });
+  members = deployment.lab.nodes.map((n) => n.name);
+  for (const node of members) await label(node, overlay);
+  await custom.createClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: OVERLAY_NETWORK_PLURAL,
+    body: {
+      apiVersion: API_VERSION,
+      kind: OVERLAY_NETWORK_KIND,
+      metadata: { name: overlay },
+      spec: {
+        nodeSelector: { matchLabels: { [MEMBER_LABEL]: overlay } },
+        addressPool: '10.98.0.0/24',
+        listenPort: PORT,
+      },
+    },
+  });
+}, SETUP_MS);
+
+afterAll(async () => {
+  // The overlay goes while the operator and agents still run, so they remove what they made; an operator
+  // that died cannot drop its finalizer, so after a bound the test does.
+  const errors: string[] = [];
+  try {
+    await custom.deleteClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      name: overlay,
+    });
+    const gone = async () => {
+      try {
+        await custom.getClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: OVERLAY_NETWORK_PLURAL,
+          name: overlay,
+        });
+        return false;
+      } catch (err) {
+        if (isNotFound(err)) return true;
+        throw err;
+      }
+    };
+    await until('the overlay to be deleted', gone, 30_000).catch(async (err: unknown) => {
+      errors.push(String(err));
+      await kubectl(kubeconfigPath, [
+        'patch',
+        'overlaynetwork',
+        overlay,
+        '--type=merge',
+        '-p',
+        '{"metadata":{"finalizers":null}}',
+      ]).catch(() => undefined);
+    });
+  } catch (err) {
+    if (!isNotFound(err)) errors.push(`deleting overlay ${overlay}: ${String(err)}`);
+  }
+  // stops the operator and the lab (agents, wireguard-go, namespaces, Node objects) even if the above failed
+  await deployment?.down().catch((err: unknown) => errors.push(String(err)));
+  // the agents' liveness Leases outlive them (agents may not delete Leases): the test removes its own
+  for (const n of deployment?.lab.nodes ?? []) {
+    await leases
+      .deleteNamespacedLease({ namespace: KEY_NAMESPACE, name: agentLeaseName(n.name) })
+      .catch((err: unknown) => {
+        if (!isNotFound(err)) errors.push(`deleting the Lease of ${n.name}: ${String(err)}`);
+      });
+  }
+  if (errors.length) throw new Error(errors.join('\n'));
+}, 120_000);
+
+test(
+  `a: 4 nodes, all 6 pairs encrypted within ${ALL_ENCRYPTED_MS / 1000} s; every node pings every other through the tunnel and the underlay carries only WireGuard UDP`,
+  () =>
+    scenario('a', async () => {
+      const d = deployment!;
+      const ms = await allEncrypted(members, ALL_ENCRYPTED_MS);
+      report(
+        `a: 6/6 pairs encrypted ${(ms / 1000).toFixed(1)} s after the overlay was created (bound ${ALL_ENCRYPTED_MS / 1000} s)`,
+      );
+
+      // kubectl get nodetunnels: 3/3 encrypted peers on every node
+      const table = (
+        await kubectl(kubeconfigPath, ['get', 'nodetunnels', '-l', `${OVERLAY_LABEL}=${overlay}`])
+      )
+        .trim()
+        .split('\n');
+      const header = table[0]!.split(/\s+/);
+      const peersCol = header.indexOf('PEERS');
+      const nodeCol = header.indexOf('NODE');
+      expect(peersCol).toBeGreaterThan(0);
+      const peers: Record<string, string> = Object.fromEntries(
+        table.slice(1).map((row): [string, string] => {
+          const cells = row.split(/\s+/);
+          return [cells[nodeCol] ?? '?', cells[peersCol] ?? '?'];
+        }),
+      );
+      expect(peers).toEqual(Object.fromEntries(members.map((n) => [n, '3/3'])));
+
+      const addresses = new Map<string, string>();
+      for (const n of members) addresses.set(n, await tunnelAddress(n));
+      expect(new Set(addresses.values()).size).toBe(members.length);
+
+      const capture = await startCapture(d.lab);
+      // every node pings every other node's tunnel address (12 ordered pairs), one source node at a time
+      const failed: string[] = [];
+      for (const from of members) {
+        const results = await Promise.all(
+          members
+            .filter((to) => to !== from)
+            .map(async (to) => {
+              const r = await d.lab.exec(from, [
+                'ping',
+                '-c',
+                '3',
+                '-i',
+                '0.2',
+                '-W',
+                '2',
+                '-p',
+                MARKER,
+                addresses.get(to)!,
+              ]);
+              return { to, ok: r.stdout.includes('3 received'), out: r.stdout + r.stderr };
+            }),
+        );
+        for (const r of results) if (!r.ok) failed.push(`${from} -> ${r.to}: ${r.out.trim()}`);
+      }
+      const packets = await capture.stop();
+      expect(failed).toEqual([]);
+
+      const ips = d.lab.nodes.map((n) => n.underlayIP.replace(/\./g, '\\.')).join('|');
+      const wireguard = new RegExp(`^\\S+ IP (${ips})\\.${PORT} > (${ips})\\.${PORT}: UDP, length \\d+$`);
+      const ip = packets.lines.filter((line) => !/ ARP, /.test(line));
+      // at least the 36 echo requests and 36 replies, each one WireGuard datagram
+      expect(ip.filter((line) => wireguard.test(line)).length).toBeGreaterThanOrEqual(72);
+      expect(ip.filter((line) => !wireguard.test(line))).toEqual([]);
+      expect(packets.lines.filter((line) => /ICMP/i.test(line))).toEqual([]);
+      expect(packets.raw.includes(Buffer.from(MARKER, 'hex'))).toBe(false);
+
+      // positive control: the marker sent in the clear over the underlay is seen, so the checks above bite
+      const control = await startCapture(d.lab);
+      const [n1, n2] = d.lab.nodes;
+      const plain = await d.lab.exec(n1!.name, ['ping', '-c', '1', '-W', '2', '-p', MARKER, n2!.underlayIP]);
+      expect(plain.stdout).toContain('1 received');
+      const seen = await control.stop();
+      expect(seen.raw.includes(Buffer.from(MARKER, 'hex'))).toBe(true);
+    }),
+  ALL_ENCRYPTED_MS + 60_000,
+);
+
+test(
+  `b: a fifth node joins (lab.sh add-node) and all 10 pairs are encrypted within ${JOIN_MS / 1000} s`,
+  () =>
+    scenario('b', async () => {
+      const d = deployment!;
+      const t0 = Date.now();
+      const n5 = await d.lab.addNode();
+      await label(n5.name, overlay);
+      members = [...members, n5.name];
+      await allEncrypted(members, JOIN_MS);
+      report(
+        `b: ${n5.name} joined; 10/10 pairs encrypted ${((Date.now() - t0) / 1000).toFixed(1)} s after add-node (bound ${JOIN_MS / 1000} s)`,
+      );
+      const peers = await wgShow(n5.name, 'peers');
+      expect(peers).toHaveLength(4);
+      const first = members[0]!;
+      const r = await d.lab.exec(n5.name, [
+        'ping',
+        '-c',
+        '2',
+        '-i',
+        '0.2',
+        '-W',
+        '2',
+        await tunnelAddress(first),
+      ]);
+      expect(r.stdout).toContain('2 received');
+    }),
+  JOIN_MS + 60_000,
+);
+
+test(
+  `c: removing a node's ${MEMBER_LABEL} label removes it from every peer's device within ${LEAVE_MS / 1000} s`,
+  () =>
+    scenario('c', async () => {
+      const leaving = members[1]!;
+      const key = await publicKey(leaving);
+      const others = members.filter((n) => n !== leaving);
+      // before: every other node has it as a peer (so the check after means something)
+      for (const n of others) expect(await wgShow(n, 'peers')).toContain(key);
+
+      await label(leaving, null);
+      members = others;
+      const ms = await until(
+        `${leaving}'s public key to vanish from ${others.join(', ')}`,
+        async () => {
+          for (const n of others) if ((await wgShow(n, 'peers')).includes(key)) return false;
+          return true;
+        },
+        LEAVE_MS,
+      );
+      report(
+        `c: ${leaving} gone from every peer's device ${(ms / 1000).toFixed(1)} s after its label was removed`,
+      );
+      for (const n of others) expect(await wgShow(n, 'peers')).toHaveLength(others.length - 1);
+      // not asserted (beyond this issue): whether the leaving node's agent removed its own device
+      const own = await deployment!.lab.exec(leaving, ['wg', 'show', 'interfaces']);
+      report(`c: ${leaving}'s own WireGuard interfaces afterwards: '${own.stdout.trim()}'`);
+      await allEncrypted(members, LEAVE_MS);
+    }),
+  LEAVE_MS * 2 + 30_000,
+);
+
+test(
+  `d: SIGKILL of an agent and its restart lose at most ${MAX_LOSS_PERCENT}% of pings through the tunnel; all pairs encrypted again within ${RECOVER_MS / 1000} s`,
+  () =>
+    scenario('d', async () => {
+      const d = deployment!;
+      const [from, victim] = members as [string, string];
+      const target = await tunnelAddress(victim);
+      const keyBefore = await publicKey(victim);
+      // 100 pings at 0.2 s: about 20 s of traffic across the kill (at ~2 s) and the restart (at ~5 s)
+      const pinging = d.lab.exec(from, ['ping', '-c', '100', '-i', '0.2', '-W', '1', target], {
+        timeoutMs: 60_000,
+      });
+      await new Promise((r) => setTimeout(r, 2000));
+      const killed = await d.killAgent(victim);
+      await new Promise((r) => setTimeout(r, 3000));
+      const restartedAt = Date.now();
+      await d.startAgent(victim);
+      const restarted = d.agentPid(victim);
+      expect(restarted).toBeDefined();
+      expect(restarted).not.toBe(killed);
+      const r = await pinging;
+      const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
+      expect(m).not.toBeNull();
+      const sent = Number(m![1]);
+      const received = Number(m![2]);
+      const loss = ((sent - received) / sent) * 100;
+      report(
+        `d: agent of ${victim} killed (pid ${killed}) and restarted (pid ${restarted}); ping ${from} -> ${victim}: ${received}/${sent} received, ${loss.toFixed(1)}% loss`,
+      );
+      expect(sent).toBe(100);
+      expect(loss).toBeLessThanOrEqual(MAX_LOSS_PERCENT);
+
+      // the new agent is live: it renewed its Lease (as the agent service account) after the restart
+      await until(
+        `the restarted agent of ${victim} to renew its Lease`,
+        async () => {
+          const lease = await leases.readNamespacedLease({
+            namespace: KEY_NAMESPACE,
+            name: agentLeaseName(victim),
+          });
+          const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
+          return renewed >= restartedAt - 1000;
+        },
+        RECOVER_MS,
+      );
+      const ms = await allEncrypted(members, RECOVER_MS);
+      report(
+        `d: ${(members.length * (members.length - 1)) / 2} pairs encrypted again ${(ms / 1000).toFixed(1)} s after the ping loop`,
+      );
+      // the restarted agent still runs and adopted the device instead of re-creating it
+      expect(d.agentPid(victim)).toBe(restarted);
+      expect(await publicKey(victim)).toBe(keyBefore);
+    }),
+  RECOVER_MS + 90_000,
+);
+
+test('no API request of the operator or an agent was refused: config/rbac grants what they use', () => {
+  const logs = deployment!.logs();
+  const forbidden = [
+    ...logs.operator
+      .split('\n')
+      .filter((l) => /forbidden|HTTP 403/i.test(l))
+      .map((l) => `operator: ${l.slice(0, 400)}`),
+    ...Object.entries(logs.nodes).flatMap(([node, log]) =>
+      log
+        .split('\n')
+        .filter((l) => /forbidden|HTTP 403/i.test(l))
+        .map((l) => `${node}: ${l.slice(0, 400)}`),
+    ),
+  ];
+  expect(forbidden).toEqual([]);
+});

@@ -42,14 +42,28 @@ export interface KeyPlan {
   newPairs: string[];
 }
 
+/**
+ * Decoded envelope keys by Member object: a pass plans every member's Secret against the same members array,
+ * so without it each envelope key is decoded and fingerprinted once per member (N² SHA-256 at N nodes).
+ */
+const envelopes = new WeakMap<
+  Member,
+  { encoded: string; value: { key: Uint8Array; fp: string } | undefined }
+>();
+
 function envelope(m: Member | undefined): { key: Uint8Array; fp: string } | undefined {
   if (!m?.envelopePublicKey) return undefined;
+  const hit = envelopes.get(m);
+  if (hit?.encoded === m.envelopePublicKey) return hit.value;
+  let value: { key: Uint8Array; fp: string } | undefined;
   try {
     const key = decodeKey(m.envelopePublicKey, `envelope key of ${m.name}`);
-    return { key, fp: fingerprint(key) };
+    value = { key, fp: fingerprint(key) };
   } catch {
-    return undefined;
+    value = undefined;
   }
+  envelopes.set(m, { encoded: m.envelopePublicKey, value });
+  return value;
 }
 
 /**

@@ -4,6 +4,7 @@
 // reconcile(name) reads everything from the informer caches and never trusts event payloads (STYLE 5). It
 // computes desired state with pure functions (desired.ts, keyplan.ts, pairs.ts) and writes only the
 // difference, so an unchanged world causes no API write at all.
+import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type { KubernetesObject, V1Node, V1Secret } from '@kubernetes/client-node';
 import {
@@ -13,6 +14,7 @@ import {
   OVERLAY_LABEL,
   OVERLAY_NETWORK_KIND,
   ROTATE_ANNOTATION,
+  ROTATE_PSK_ONLY_PREFIX,
   nodeTunnelName,
 } from '../../api/v1alpha1/groupversion.js';
 import { parseNodeTunnel, type NodeTunnel } from '../../api/v1alpha1/nodetunnel.types.js';
@@ -31,7 +33,7 @@ import type { HandlerResult } from '../../lib/runtime/queue.js';
 import { formatTime, setCondition, type Condition } from '../../lib/runtime/status.js';
 import type { Sealer } from '../../lib/seal.js';
 import { desiredTunnels, type NodeView, type TunnelSpec } from '../desired.js';
-import { planKeySecret, type Member } from '../keyplan.js';
+import { planKeySecret, type KeyPlanInput, type Member } from '../keyplan.js';
 import { computePairs, type PairState } from '../pairs.js';
 import {
   DEFAULT_TIMINGS,
@@ -46,6 +48,14 @@ import { NotLeaderError, type OperatorWriter } from '../writer.js';
 
 export const FINALIZER = 'sealmesh.io/cleanup';
 export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'sealmesh' };
+
+/**
+ * Key Secret steps yield to the event loop after this many nodes. Decoding and planning a large overlay's
+ * Secrets takes seconds; without yielding, leader-lease renewals (renewDeadline 10 s), watches and /healthz
+ * all wait for the whole step.
+ */
+const YIELD_EVERY = 20;
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** How many names one aggregated Event lists before "+N more". */
 const EVENT_NAMES = 10;
@@ -109,9 +119,24 @@ function listNames(names: string[]): string {
   return names.length > EVENT_NAMES ? `${shown} (+${names.length - EVENT_NAMES} more)` : shown;
 }
 
+/**
+ * What an earlier pass learned about one key Secret without writing it: at `resourceVersion` it decodes, and
+ * (with `inputs`) planning it from exactly those inputs changed nothing, giving `publicKey`. Decoding and
+ * re-planning every Secret of a 1,000-node overlay takes seconds of CPU per pass (the Secrets hold ~300 MB of
+ * sealed pairs), and most passes (an agent reporting peer state) change no key input at all.
+ */
+interface KeySecretMemo {
+  overlay: string;
+  resourceVersion: string;
+  inputs?: string;
+  publicKey?: string | undefined;
+}
+
 export class OverlayNetworkController {
   readonly name = 'overlaynetwork';
   private readonly memory = new Map<string, Memory>();
+  /** by key Secret name */
+  private readonly keyMemo = new Map<string, KeySecretMemo>();
   private readonly now: () => Date;
   private readonly timings: RotationTimings;
 
@@ -149,6 +174,7 @@ export class OverlayNetworkController {
     const raw = this.deps.overlays.get(name);
     if (!raw) {
       this.memory.delete(name);
+      for (const [secret, m] of this.keyMemo) if (m.overlay === name) this.keyMemo.delete(secret);
       return;
     }
     const log = this.deps.logger.child({
@@ -213,6 +239,16 @@ export class OverlayNetworkController {
     return this.deps.secrets.get(keySecretName(overlay, node), this.deps.namespace);
   }
 
+  /** Whether the key Secret decodes; each resourceVersion is decoded once. */
+  private decodable(overlay: string, secret: V1Secret): boolean {
+    const name = secret.metadata?.name ?? '';
+    const resourceVersion = secret.metadata?.resourceVersion;
+    if (resourceVersion && this.keyMemo.get(name)?.resourceVersion === resourceVersion) return true;
+    const ok = decodeKeySecretData(secret.data).ok;
+    if (ok && resourceVersion) this.keyMemo.set(name, { overlay, resourceVersion });
+    return ok;
+  }
+
   private async sync(scope: Scope, log: Logger): Promise<HandlerResult> {
     const { overlay, name } = scope;
     const spec = overlay.spec;
@@ -241,7 +277,7 @@ export class OverlayNetworkController {
         createdAt: t.metadata.creationTimestamp as string | undefined,
         envelopePublicKey: t.status?.envelopePublicKey,
       }));
-    const lost = scope.rotation ? [] : this.lostKeySecrets(scope, members, existing);
+    const lost = scope.rotation ? [] : await this.lostKeySecrets(scope, members, existing);
     if (lost.length > 0) {
       // Old keys are gone with their Secret and are never re-created: everything moves to a new epoch.
       scope.epoch += 1;
@@ -264,7 +300,9 @@ export class OverlayNetworkController {
       unusable: new Set(),
       exhausted: false,
     };
-    const pairMembers = members.map((m) => m.name);
+    // Pairs of every node the overlay selects, tunnel created in this pass or not: nodes and pair counts then
+    // change together, so a join costs one status write, not one for the node and another for its pairs.
+    const pairMembers = [...desired.tunnels.keys()];
     // After a cutover the devices run the target epoch; a pair is encrypted only at the epoch it should run.
     const runningEpoch =
       scope.rotation && (scope.rotation.phase === 'Verifying' || scope.rotation.phase === 'CuttingOver')
@@ -391,7 +429,7 @@ export class OverlayNetworkController {
       const annotation = scope.raw.metadata?.annotations?.[ROTATE_ANNOTATION];
       if (annotation !== undefined && annotation !== (overlay.status?.lastRotateRequest ?? undefined)) {
         due = {
-          scope: 'Keys',
+          scope: annotation.startsWith(ROTATE_PSK_ONLY_PREFIX) ? 'PresharedKeys' : 'Keys',
           reason: `requested by annotation ${ROTATE_ANNOTATION}=${annotation.slice(0, 63)}`,
         };
         request = annotation;
@@ -499,19 +537,28 @@ export class OverlayNetworkController {
   }
 
   /**
-   * Nodes whose key Secret is missing or unreadable although keys from it were already in use (its agent
-   * applied the current epoch). A Secret that never existed is simply created; one that disappeared after use
+   * Nodes whose key Secret is missing or unreadable although keys of the current epoch were already in use
+   * (its agent reports a peer Encrypted at that epoch). A Secret that never existed is simply created; one that disappeared after use
    * must not come back with the same keys' epoch.
    */
-  private lostKeySecrets(scope: Scope, members: Member[], tunnels: Map<string, NodeTunnel>): string[] {
+  private async lostKeySecrets(
+    scope: Scope,
+    members: Member[],
+    tunnels: Map<string, NodeTunnel>,
+  ): Promise<string[]> {
     const lost: string[] = [];
+    let i = 0;
     for (const m of members) {
+      if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
       const secret = this.secretOf(scope.name, m.name);
-      const usable = secret && decodeKeySecretData(secret.data).ok;
+      const usable = secret && this.decodable(scope.name, secret);
       if (usable) continue;
       const status = tunnels.get(m.name)?.status;
+      // In use = a handshake succeeded with keys of this epoch. An agent that merely reports its peers as
+      // AwaitingPeer before its first Secret exists (every new node does) has used nothing.
       const inUse =
-        status?.appliedEpoch === scope.epoch && (status.peers ?? []).some((p) => p.epoch === scope.epoch);
+        status?.appliedEpoch === scope.epoch &&
+        (status.peers ?? []).some((p) => p.epoch === scope.epoch && p.state === 'Encrypted');
       if (inUse) lost.push(m.name);
     }
     return lost;
@@ -520,29 +567,44 @@ export class OverlayNetworkController {
   private async syncSecrets(scope: Scope, members: Member[], log: Logger): Promise<Map<string, string>> {
     const { overlay, name } = scope;
     const publicKeys = new Map<string, string>();
+    // Everything a plan depends on besides the Secret itself (whole Member objects, so a field added to Member
+    // later is covered too); members hashed once per pass, not per node.
+    const membersDigest = createHash('sha256').update(JSON.stringify(members)).digest('base64');
+    let i = 0;
     for (const m of members) {
+      if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
       if (!m.envelopePublicKey) continue; // nothing can be sealed to this node yet
       const secretName = keySecretName(name, m.name);
       const current = this.secretOf(name, m.name);
+      const input: Omit<KeyPlanInput, 'existing'> = {
+        overlay: name,
+        node: m.name,
+        epoch: scope.epoch,
+        target: scope.rotation
+          ? { epoch: scope.rotation.targetEpoch, newPrivateKey: scope.rotation.scope === 'Keys' }
+          : undefined,
+        presharedKeys: overlay.spec.keys.presharedKeys,
+        custody: overlay.spec.keys.custody,
+        members,
+      };
+      const inputs = JSON.stringify({ ...input, members: membersDigest });
+      const resourceVersion = current?.metadata?.resourceVersion;
+      const memo = this.keyMemo.get(secretName);
+      if (resourceVersion && memo?.resourceVersion === resourceVersion && memo.inputs === inputs) {
+        // Same Secret, same inputs: the plan would be this Secret again (a plan is random only when it changes).
+        if (memo.publicKey) publicKeys.set(m.name, memo.publicKey);
+        continue;
+      }
       const decoded = current ? decodeKeySecretData(current.data) : undefined;
       const existing: KeySecretPayload | undefined = decoded?.ok ? decoded.payload : undefined;
-      const plan = planKeySecret(
-        {
-          overlay: name,
-          node: m.name,
-          epoch: scope.epoch,
-          target: scope.rotation
-            ? { epoch: scope.rotation.targetEpoch, newPrivateKey: scope.rotation.scope === 'Keys' }
-            : undefined,
-          presharedKeys: overlay.spec.keys.presharedKeys,
-          custody: overlay.spec.keys.custody,
-          members,
-          existing,
-        },
-        this.deps.sealer,
-      );
+      const plan = planKeySecret({ ...input, existing }, this.deps.sealer);
       if (plan.publicKey) publicKeys.set(m.name, plan.publicKey);
-      if (!plan.changed && current) continue;
+      if (!plan.changed && current) {
+        if (resourceVersion) {
+          this.keyMemo.set(secretName, { overlay: name, resourceVersion, inputs, publicKey: plan.publicKey });
+        }
+        continue;
+      }
       const body: V1Secret = {
         apiVersion: 'v1',
         kind: 'Secret',

@@ -288,6 +288,13 @@ test('a node joining costs one tunnel, one Secret and status writes; its pairs l
   await until('tunnel for node 4', async () =>
     (await tunnelsOf(OVL)).some((t) => t.spec.nodeName === nodeName(4)),
   );
+  // A new agent reports its peers before it has any key Secret: that is not a lost Secret, no new epoch.
+  await standIn(OVL, 4).report(
+    [1, 2, 3].map((j) => ({ node: nodeName(j), state: 'AwaitingPeer', epoch: 1 })),
+    1,
+  );
+  await new Promise((r) => setTimeout(r, 1000));
+  expect((await getOverlay(OVL)).status?.epoch).toBe(1);
   await standIn(OVL, 4).publishKeys();
   const secret = await until('node 4 Secret with 3 pairs', async () => {
     const s = (await secretsOf(OVL)).find((x) => x.metadata?.name === keySecretName(OVL, nodeName(4)));

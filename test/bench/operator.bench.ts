@@ -1,0 +1,981 @@
+// Operator benchmark (`npm run bench`): the operator as a child process against a real API server, with Node
+// objects made here and a simulated agent fleet (no WireGuard) that publishes envelope and WireGuard public
+// keys in each NodeTunnel's status as soon as the tunnel appears. It prints, with targets:
+//   1. time from OverlayNetwork creation to all N NodeTunnels, and to all N key Secrets holding every pair
+//      exactly once (N(N-1)/2 pairs), for each N in BENCH_SIZES (default 100,1000);
+//   2. operator writes (OverlayNetworks + NodeTunnels + Secrets) caused by one node joining at the largest N;
+//   3. operator writes during an idle window (BENCH_IDLE_SECONDS, default 120);
+//   4. the operator's peak RSS (VmHWM).
+// Writes are read from the operator's own counter `sealmesh_operator_writes_total{kind}` on /metrics.
+// A missed target is a figure, not a failure: the exit code is non-zero only when the bench itself failed.
+import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubeConfig,
+  type KubernetesObject,
+  type V1Node,
+} from '@kubernetes/client-node';
+import {
+  API_VERSION,
+  GROUP,
+  NODE_TUNNEL_PLURAL,
+  OVERLAY_LABEL,
+  OVERLAY_NETWORK_KIND,
+  OVERLAY_NETWORK_PLURAL,
+  VERSION,
+} from '../../api/v1alpha1/groupversion.js';
+import { coreResources, customResource, describeError, isNotFound } from '../../lib/kube.js';
+import { KEY_SECRET_DATA_KEY } from '../../lib/keysecret.js';
+import { Informer } from '../../lib/runtime/informer.js';
+import { KubeRest } from '../../lib/runtime/rest.js';
+import { kubeConfig, repoRoot } from '../support/cluster.js';
+import { installCRDs } from '../support/crds.js';
+
+// ---------------------------------------------------------------------------------------------------------
+// configuration
+
+const SIZES = (process.env.BENCH_SIZES ?? '100,1000')
+  .split(',')
+  .map((s) => Number(s.trim()))
+  .filter((n) => Number.isInteger(n) && n >= 2);
+const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 120);
+const PHASE_TIMEOUT_MS = Number(process.env.BENCH_PHASE_TIMEOUT_SECONDS ?? 300) * 1000;
+/** requests in flight from this process (node creates/deletes, agent status patches) */
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
+/** BENCH_PROFILE=1: the operator writes a V8 CPU profile into .local/bench/ when it exits */
+const PROFILE = process.env.BENCH_PROFILE === '1';
+
+const TARGETS = { joinWrites: 3, idleWrites: 0, peakRssMiB: 256 };
+const RUN_LABEL = 'bench.sealmesh.io/run';
+const SET_LABEL = 'bench.sealmesh.io/set';
+const OUT_DIR = resolve(repoRoot, '.local', 'bench');
+
+const run = `bench-${randomBytes(4).toString('hex')}`;
+const opNamespace = `${run}-system`;
+const keyNamespace = `${run}-keys`;
+const maxNodes = Math.max(...SIZES) + 1; // + the node that joins
+const nodeName = (i: number): string => `${run}-n${String(i).padStart(4, '0')}`;
+const nodeIndex = new Map<string, number>(Array.from({ length: maxNodes }, (_, i) => [nodeName(i), i]));
+
+const log = (msg: string): void => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+class PhaseTimeout extends Error {}
+
+/** Polls `fn` until it returns a value (not undefined/false), at most PHASE_TIMEOUT_MS. */
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  everyMs = 250,
+): Promise<T> {
+  const deadline = Date.now() + PHASE_TIMEOUT_MS;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline)
+      throw new PhaseTimeout(`timed out after ${PHASE_TIMEOUT_MS / 1000} s waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// the operator child process and its /metrics
+
+interface Metrics {
+  writes: Map<string, number>;
+  reconciles: number;
+  reconcileErrors: number;
+  reconcileSeconds: number;
+  queueDepth: number;
+}
+
+function parseMetrics(text: string): Metrics {
+  const m: Metrics = {
+    writes: new Map(),
+    reconciles: 0,
+    reconcileErrors: 0,
+    reconcileSeconds: 0,
+    queueDepth: 0,
+  };
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line === '') continue;
+    const match = /^([a-z_]+)(?:\{([^}]*)\})? ([0-9.e+-]+|NaN)$/.exec(line);
+    if (!match) continue;
+    const [, name, labels = '', value] = match;
+    const v = Number(value);
+    if (name === 'sealmesh_operator_writes_total') {
+      const kind = /kind="([^"]+)"/.exec(labels)?.[1] ?? '?';
+      m.writes.set(kind, v);
+    } else if (name === 'sealmesh_reconcile_total') {
+      m.reconciles += v;
+      if (labels.includes('result="error"')) m.reconcileErrors += v;
+    } else if (name === 'sealmesh_reconcile_duration_seconds_sum') m.reconcileSeconds += v;
+    else if (name === 'sealmesh_workqueue_depth') m.queueDepth += v;
+  }
+  return m;
+}
+
+const OBJECT_KINDS = (k: string): boolean =>
+  k.startsWith('nodetunnel.') || k.startsWith('secret.') || k.startsWith('overlay.');
+
+function writeDelta(before: Metrics, after: Metrics): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of after.writes) {
+    const d = v - (before.writes.get(k) ?? 0);
+    if (d !== 0) out[k] = d;
+  }
+  return out;
+}
+
+const sum = (d: Record<string, number>, pick: (k: string) => boolean = () => true): number =>
+  Object.entries(d).reduce((n, [k, v]) => (pick(k) ? n + v : n), 0);
+
+function httpGet(url: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        if (res.statusCode !== 200) reject(new Error(`HTTP ${res.statusCode}`));
+        else resolve(Buffer.concat(chunks).toString('utf8'));
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
+class OperatorProcess {
+  readonly child: ChildProcess;
+  port = 0;
+  peakRssKiB = 0;
+  private sampler: ReturnType<typeof setInterval> | undefined;
+  private exited: Promise<number | null>;
+
+  constructor(kubeconfig: string, logFile: string) {
+    const args = [
+      ...(PROFILE
+        ? // one file per thread (tsx runs its loader in a worker): the main thread's is the big one
+          ['--cpu-prof', `--cpu-prof-dir=${resolve(OUT_DIR, `profile-${run}`)}`]
+        : []),
+      '--import',
+      'tsx',
+      'operator/main.ts',
+      '--leader-elect=false',
+      '--metrics-port',
+      '0',
+      '--metrics-host',
+      '127.0.0.1',
+      '--namespace',
+      opNamespace,
+      '--key-namespace',
+      keyNamespace,
+    ];
+    this.child = spawn(process.execPath, args, {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        KUBECONFIG: kubeconfig,
+        LOG_LEVEL: process.env.BENCH_OPERATOR_LOG_LEVEL ?? 'info',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const out = createWriteStream(logFile);
+    this.child.stderr!.pipe(out);
+    const lines = createInterface({ input: this.child.stdout! });
+    lines.on('line', (line) => {
+      out.write(line + '\n');
+      if (this.port === 0 && line.includes('"operator started"')) {
+        try {
+          this.port = (JSON.parse(line) as { port?: number }).port ?? 0;
+        } catch {
+          // not JSON: keep waiting
+        }
+      }
+    });
+    this.exited = new Promise((r) => this.child.on('exit', (code) => r(code)));
+    this.sampler = setInterval(() => this.sample(), 1000);
+  }
+
+  private status(): string | undefined {
+    try {
+      return readFileSync(`/proc/${this.child.pid}/status`, 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+
+  private field(name: string): number | undefined {
+    const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(this.status() ?? '');
+    return m ? Number(m[1]) : undefined;
+  }
+
+  sample(): void {
+    const rss = this.field('VmRSS');
+    if (rss !== undefined) this.peakRssKiB = Math.max(this.peakRssKiB, rss);
+  }
+
+  rssKiB(): number | undefined {
+    return this.field('VmRSS');
+  }
+
+  hwmKiB(): number | undefined {
+    return this.field('VmHWM');
+  }
+
+  async started(): Promise<void> {
+    await until(
+      'the operator to start (its "operator started" log line)',
+      () => {
+        if (this.child.exitCode !== null) throw new Error(`operator exited with code ${this.child.exitCode}`);
+        return this.port > 0;
+      },
+      200,
+    );
+  }
+
+  async metrics(): Promise<Metrics> {
+    // A fresh connection per scrape: the server shares its event loop with reconciles, and a keep-alive
+    // socket it closes while a long reconcile delayed its timers fails the next request. The timeout is
+    // generous for the same reason.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return parseMetrics(await httpGet(`http://127.0.0.1:${this.port}/metrics`, PHASE_TIMEOUT_MS));
+      } catch (err) {
+        if (attempt >= 3 || this.child.exitCode !== null) {
+          throw new Error(`GET /metrics of the operator failed: ${describeError(err)}`, { cause: err });
+        }
+        await sleep(1000);
+      }
+    }
+  }
+
+  /**
+   * Waits until the operator is quiet: no write and no finished reconcile, and an empty queue, for a window
+   * longer than a recent reconcile takes (so a long reconcile still running does not pass for quiet).
+   */
+  async settle(what: string): Promise<Metrics> {
+    let last = await this.metrics();
+    let quietSince = Date.now();
+    let recentReconcileMs = 0;
+    return until(
+      `the operator to settle (${what})`,
+      async () => {
+        const now = await this.metrics();
+        const changed =
+          sum(writeDelta(last, now)) !== 0 || now.reconciles !== last.reconciles || now.queueDepth > 0;
+        if (now.reconciles > last.reconciles) {
+          recentReconcileMs =
+            ((now.reconcileSeconds - last.reconcileSeconds) / (now.reconciles - last.reconciles)) * 1000;
+        }
+        last = now;
+        if (changed) {
+          quietSince = Date.now();
+          return undefined;
+        }
+        return Date.now() - quietSince >= Math.max(5_000, 2 * recentReconcileMs + 2_000) ? now : undefined;
+      },
+      1000,
+    );
+  }
+
+  async stop(): Promise<number | null> {
+    clearInterval(this.sampler);
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 40_000);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// the simulated agent fleet: one NodeTunnel watch, bounded concurrent status patches
+
+function x25519Public(): string {
+  const { publicKey } = generateKeyPairSync('x25519');
+  const jwk = publicKey.export({ format: 'jwk' });
+  return Buffer.from(jwk.x!, 'base64url').toString('base64');
+}
+
+/** Keys made up front so key generation never runs inside a timed window. */
+const nodeKeys = new Map<string, { envelope: string; wg: string }>();
+
+class AgentFleet {
+  readonly informer: Informer<KubernetesObject>;
+  /** tunnel name → when this fleet saw it first (ms since epoch) */
+  readonly seen = new Map<string, number>();
+  published = 0;
+  private readonly queue: string[] = [];
+  private readonly queued = new Set<string>();
+  private inFlight = 0;
+  private failure: Error | undefined;
+
+  constructor(
+    rest: KubeRest,
+    private readonly custom: CustomObjectsApi,
+    overlay: string,
+  ) {
+    this.informer = new Informer({
+      client: rest,
+      resource: customResource(GROUP, VERSION, NODE_TUNNEL_PLURAL, { kind: 'NodeTunnel' }),
+      labelSelector: `${OVERLAY_LABEL}=${overlay}`,
+    });
+    const onObject = (obj: KubernetesObject): void => {
+      const name = obj.metadata?.name ?? '';
+      if (!this.seen.has(name)) this.seen.set(name, Date.now());
+      const status = (obj as { status?: { envelopePublicKey?: string } }).status;
+      if (!status?.envelopePublicKey && !this.queued.has(name)) {
+        this.queued.add(name);
+        this.queue.push(name);
+        this.pump();
+      }
+    };
+    this.informer.addHandler({ onAdd: onObject, onUpdate: (_old, obj) => onObject(obj) });
+  }
+
+  check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  private pump(): void {
+    while (this.inFlight < CONCURRENCY && this.queue.length > 0) {
+      const name = this.queue.shift()!;
+      this.inFlight++;
+      void this.publish(name)
+        .catch((err: unknown) => {
+          this.failure ??= new Error(
+            `simulated agent failed to publish keys of ${name}: ${describeError(err)}`,
+          );
+        })
+        .finally(() => {
+          this.inFlight--;
+          this.pump();
+        });
+    }
+  }
+
+  private async publish(tunnel: string): Promise<void> {
+    const node = tunnel.slice(tunnel.indexOf('.') + 1);
+    const keys = nodeKeys.get(node);
+    if (!keys) throw new Error(`no keys prepared for node ${node}`);
+    await this.custom.patchClusterCustomObjectStatus(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: NODE_TUNNEL_PLURAL,
+        name: tunnel,
+        body: { status: { envelopePublicKey: keys.envelope, publicKey: keys.wg } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    this.published++;
+  }
+
+  async start(): Promise<void> {
+    this.informer.start();
+    await this.informer.waitForSync();
+  }
+
+  stop(): Promise<void> {
+    return this.informer.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// key Secret coverage: every pair present in exactly one Secret
+
+/** Index of the pair (i, j), i < j, among all pairs of `maxNodes` nodes. */
+const pairId = (i: number, j: number): number => i * maxNodes - (i * (i + 1)) / 2 + (j - i - 1);
+
+class SecretCoverage {
+  readonly informer: Informer<KubernetesObject>;
+  /** pairs held by each Secret */
+  private readonly held = new Map<string, Int32Array>();
+  private readonly count = new Uint16Array((maxNodes * (maxNodes - 1)) / 2);
+  single = 0;
+  multiple = 0;
+  writesSeen = 0;
+  bytes = new Map<string, number>();
+  undecodable = 0;
+
+  constructor(rest: KubeRest, overlay: string) {
+    // The informer keeps the Secrets (the sealed payloads are what is measured); pair sets are derived on
+    // each event so completeness is a counter comparison, not an O(N²) scan per check.
+    this.informer = new Informer({
+      client: rest,
+      resource: coreResources.secrets,
+      namespace: keyNamespace,
+      labelSelector: `${OVERLAY_LABEL}=${overlay}`,
+    });
+    this.informer.addHandler({
+      onAdd: (s) => this.update(s),
+      onUpdate: (_old, s) => this.update(s),
+      onDelete: (s) => this.set(s.metadata?.name ?? '', new Int32Array(0)),
+    });
+  }
+
+  private update(s: KubernetesObject): void {
+    this.writesSeen++;
+    const name = s.metadata?.name ?? '';
+    const raw = (s as { data?: Record<string, string> }).data?.[KEY_SECRET_DATA_KEY] ?? '';
+    this.bytes.set(name, raw.length);
+    let pairs: Array<{ a: string; b: string }> = [];
+    try {
+      pairs = (JSON.parse(Buffer.from(raw, 'base64').toString('utf8')) as { pairs: typeof pairs }).pairs;
+    } catch {
+      this.undecodable++;
+    }
+    const ids = new Int32Array(pairs.length);
+    let n = 0;
+    for (const p of pairs) {
+      const a = nodeIndex.get(p.a);
+      const b = nodeIndex.get(p.b);
+      if (a === undefined || b === undefined || a === b) continue;
+      ids[n++] = a < b ? pairId(a, b) : pairId(b, a);
+    }
+    this.set(name, ids.subarray(0, n));
+  }
+
+  private set(name: string, ids: Int32Array): void {
+    for (const id of this.held.get(name) ?? []) this.bump(id, -1);
+    for (const id of ids) this.bump(id, +1);
+    if (ids.length === 0 && !this.informer.get(name, keyNamespace)) this.held.delete(name);
+    else this.held.set(name, ids);
+  }
+
+  private bump(id: number, d: number): void {
+    const before = this.count[id]!;
+    const after = before + d;
+    this.count[id] = after;
+    if (before === 1) this.single--;
+    else if (before >= 2) this.multiple--;
+    if (after === 1) this.single++;
+    else if (after >= 2) this.multiple++;
+  }
+
+  secrets(): number {
+    return this.informer.keys().length;
+  }
+
+  complete(n: number): boolean {
+    return this.secrets() === n && this.single === (n * (n - 1)) / 2 && this.multiple === 0;
+  }
+
+  totalBytes(): number {
+    let b = 0;
+    for (const v of this.bytes.values()) b += v;
+    return b;
+  }
+
+  maxBytes(): number {
+    return Math.max(0, ...this.bytes.values());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// cluster objects
+
+class Lab {
+  readonly core: CoreV1Api;
+  readonly custom: CustomObjectsApi;
+  readonly rest: KubeRest;
+
+  constructor(readonly kc: KubeConfig) {
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.rest = new KubeRest(kc);
+  }
+
+  async createNodes(indexes: number[], set: string): Promise<void> {
+    await pool(indexes, CONCURRENCY, async (i) => {
+      // Nodes take their status on create (there is no kubelet to report it), so one request per node.
+      const body: V1Node = {
+        metadata: { name: nodeName(i), labels: { [RUN_LABEL]: run, [SET_LABEL]: set } },
+        spec: { podCIDR: podCIDR(i), podCIDRs: [podCIDR(i)] },
+        status: { addresses: [{ type: 'InternalIP', address: `198.18.${i >> 8}.${i & 255}` }] },
+      };
+      await this.core.createNode({ body });
+    });
+  }
+
+  async deleteNodes(): Promise<number> {
+    const list = await this.core.listNode({ labelSelector: `${RUN_LABEL}=${run}` });
+    await pool(list.items, CONCURRENCY, async (n) => {
+      try {
+        await this.core.deleteNode({ name: n.metadata!.name! });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    });
+    return list.items.length;
+  }
+
+  async createOverlay(name: string, set: string): Promise<void> {
+    await this.custom.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      body: {
+        apiVersion: API_VERSION,
+        kind: OVERLAY_NETWORK_KIND,
+        metadata: { name, labels: { [RUN_LABEL]: run } },
+        spec: {
+          nodeSelector: { matchLabels: { [RUN_LABEL]: run, [SET_LABEL]: set } },
+          addressPool: '10.200.0.0/16',
+        },
+      },
+    });
+  }
+
+  async overlayExists(name: string): Promise<boolean> {
+    try {
+      await this.custom.getClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+        name,
+      });
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  async deleteOverlay(name: string): Promise<void> {
+    try {
+      await this.custom.deleteClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+        name,
+      });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  /** Last resort when the operator could not clean up: remove what it made, then its finalizer. */
+  async forceRemoveOverlay(name: string): Promise<void> {
+    const tunnels = (await this.custom.listClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: NODE_TUNNEL_PLURAL,
+      labelSelector: `${OVERLAY_LABEL}=${name}`,
+    })) as { items: KubernetesObject[] };
+    await pool(tunnels.items, CONCURRENCY, async (t) => {
+      await this.custom
+        .deleteClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: NODE_TUNNEL_PLURAL,
+          name: t.metadata!.name!,
+        })
+        .catch((err: unknown) => {
+          if (!isNotFound(err)) throw err;
+        });
+    });
+    await this.core
+      .deleteCollectionNamespacedSecret({
+        namespace: keyNamespace,
+        labelSelector: `${OVERLAY_LABEL}=${name}`,
+      })
+      .catch(() => undefined);
+    if (await this.overlayExists(name)) {
+      await this.custom
+        .patchClusterCustomObject(
+          {
+            group: GROUP,
+            version: VERSION,
+            plural: OVERLAY_NETWORK_PLURAL,
+            name,
+            body: { metadata: { finalizers: null } },
+          },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        )
+        .catch(() => undefined);
+      await this.deleteOverlay(name);
+    }
+  }
+}
+
+const podCIDR = (i: number): string => `10.${64 + (i >> 8)}.${i & 255}.0/24`;
+
+// ---------------------------------------------------------------------------------------------------------
+// phases
+
+interface CreationFigures {
+  n: number;
+  pairs: number;
+  tunnelsSeconds: number;
+  secretsSeconds: number;
+  writes: Record<string, number>;
+  reconciles: number;
+  reconcileErrors: number;
+  reconcileSeconds: number;
+  secretEventsSeen: number;
+  secretBytesTotal: number;
+  secretBytesMax: number;
+  peakRssMiB: number;
+}
+
+async function creationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<CreationFigures> {
+  const set = `n${n}`;
+  const overlay = `${run}-${set}`;
+  // Nodes 0..n-1; those an earlier, smaller size made are reused.
+  const indexes = Array.from({ length: n }, (_, k) => k);
+  // Nodes of earlier sets are relabelled into this one instead of created again.
+  log(`N=${n}: preparing ${n} Node objects`);
+  const existing = await lab.core.listNode({ labelSelector: `${RUN_LABEL}=${run}` });
+  const have = new Set(existing.items.map((x) => x.metadata!.name!));
+  await lab.createNodes(
+    indexes.filter((i) => !have.has(nodeName(i))),
+    set,
+  );
+  await pool(
+    indexes.filter((i) => have.has(nodeName(i))),
+    CONCURRENCY,
+    async (i) => {
+      await lab.core.patchNode(
+        { name: nodeName(i), body: { metadata: { labels: { [SET_LABEL]: set } } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    },
+  );
+  const fleet = new AgentFleet(lab.rest, lab.custom, overlay);
+  const coverage = new SecretCoverage(lab.rest, overlay);
+  await fleet.start();
+  coverage.informer.start();
+  await coverage.informer.waitForSync();
+  const before = await op.settle(`before N=${n}`);
+  op.peakRssKiB = 0;
+
+  log(`N=${n}: creating OverlayNetwork ${overlay}`);
+  const t0 = Date.now();
+  await lab.createOverlay(overlay, set);
+  let tunnelsAt = 0;
+  const secretsAt = await until(
+    `N=${n}: all ${n} NodeTunnels and key Secrets with ${(n * (n - 1)) / 2} pairs`,
+    () => {
+      fleet.check();
+      if (!tunnelsAt && fleet.seen.size >= n) {
+        tunnelsAt = Math.max(...fleet.seen.values());
+        log(`N=${n}: all ${n} NodeTunnels after ${((tunnelsAt - t0) / 1000).toFixed(1)} s`);
+      }
+      return tunnelsAt > 0 && coverage.complete(n) ? Date.now() : undefined;
+    },
+    100,
+  );
+  log(
+    `N=${n}: all Secrets complete after ${((secretsAt - t0) / 1000).toFixed(1)} s; waiting for the operator to settle`,
+  );
+  const after = await op.settle(`after N=${n}`);
+  const figures: CreationFigures = {
+    n,
+    pairs: (n * (n - 1)) / 2,
+    tunnelsSeconds: (tunnelsAt - t0) / 1000,
+    secretsSeconds: (secretsAt - t0) / 1000,
+    writes: writeDelta(before, after),
+    reconciles: after.reconciles - before.reconciles,
+    reconcileErrors: after.reconcileErrors - before.reconcileErrors,
+    reconcileSeconds: after.reconcileSeconds - before.reconcileSeconds,
+    secretEventsSeen: coverage.writesSeen,
+    secretBytesTotal: coverage.totalBytes(),
+    secretBytesMax: coverage.maxBytes(),
+    peakRssMiB: op.peakRssKiB / 1024,
+  };
+  phaseState.set(n, { overlay, fleet, coverage });
+  return figures;
+}
+
+const phaseState = new Map<number, { overlay: string; fleet: AgentFleet; coverage: SecretCoverage }>();
+
+async function removeOverlay(lab: Lab, overlay: string): Promise<void> {
+  await lab.deleteOverlay(overlay);
+  try {
+    await until(
+      `OverlayNetwork ${overlay} to be cleaned up by the operator`,
+      async () => !(await lab.overlayExists(overlay)),
+      1000,
+    );
+  } catch (err) {
+    log(`${describeError(err)}; removing its objects directly`);
+    await lab.forceRemoveOverlay(overlay);
+  }
+}
+
+interface JoinFigures {
+  n: number;
+  objectWrites: number;
+  statusWrites: number;
+  events: number;
+  writes: Record<string, number>;
+  agentStatusWrites: number;
+  reconciles: number;
+  seconds: number;
+}
+
+async function joinPhase(lab: Lab, op: OperatorProcess, n: number): Promise<JoinFigures> {
+  const state = phaseState.get(n)!;
+  const before = await op.settle(`before the join at N=${n}`);
+  const published = state.fleet.published;
+  const joiner = n; // nodes 0..n-1 are members
+  log(`join: node ${nodeName(joiner)} joins the overlay of ${n}`);
+  const t0 = Date.now();
+  await lab.createNodes([joiner], `n${n}`);
+  await until(
+    `the joining node's key Secret with its ${n} pairs`,
+    () => {
+      state.fleet.check();
+      return state.coverage.complete(n + 1);
+    },
+    100,
+  );
+  const seconds = (Date.now() - t0) / 1000;
+  log(`join: key Secret complete after ${seconds.toFixed(1)} s; waiting for the operator to settle`);
+  const after = await op.settle('after the join');
+  const writes = writeDelta(before, after);
+  return {
+    n,
+    objectWrites: sum(writes, OBJECT_KINDS),
+    statusWrites: writes['overlay.status'] ?? 0,
+    events: writes.event ?? 0,
+    writes,
+    agentStatusWrites: state.fleet.published - published,
+    reconciles: after.reconciles - before.reconciles,
+    seconds,
+  };
+}
+
+interface IdleFigures {
+  seconds: number;
+  writes: number;
+  byKind: Record<string, number>;
+  reconciles: number;
+}
+
+async function idlePhase(op: OperatorProcess): Promise<IdleFigures> {
+  const before = await op.settle('before the idle window');
+  log(`idle: ${IDLE_SECONDS} s with nothing changing`);
+  await sleep(IDLE_SECONDS * 1000);
+  const after = await op.metrics();
+  const byKind = writeDelta(before, after);
+  return {
+    seconds: IDLE_SECONDS,
+    writes: sum(byKind),
+    byKind,
+    reconciles: after.reconciles - before.reconciles,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// report
+
+interface Report {
+  run: string;
+  date: string;
+  apiServer: string;
+  sizes: number[];
+  creation: CreationFigures[];
+  join?: JoinFigures;
+  idle?: IdleFigures;
+  rss?: { peakMiB: number; sampledPeakMiB: number };
+  /** the operator's RSS once started, before any overlay exists (runtime + tsx + libraries) */
+  rssAtStartMiB?: number;
+  error?: string;
+}
+
+function table(r: Report): string {
+  const rows: Array<[string, string, string, string]> = [];
+  for (const c of r.creation) {
+    rows.push([`N=${c.n}: creation -> all ${c.n} NodeTunnels`, `${c.tunnelsSeconds.toFixed(1)} s`, '-', '']);
+    rows.push([
+      `N=${c.n}: creation -> all ${c.n} Secrets, ${c.pairs} pairs once each`,
+      `${c.secretsSeconds.toFixed(1)} s`,
+      '-',
+      '',
+    ]);
+    rows.push([
+      `N=${c.n}: operator writes / reconciles during creation`,
+      `${sum(c.writes)} / ${c.reconciles} (${c.reconcileSeconds.toFixed(1)} s in reconcile)`,
+      '-',
+      '',
+    ]);
+  }
+  const verdict = (ok: boolean): string => (ok ? 'PASS' : 'MISS');
+  if (r.join) {
+    rows.push([
+      `join at N=${r.join.n}: object writes (status writes)`,
+      `${r.join.objectWrites} (${r.join.statusWrites})`,
+      `<= ${TARGETS.joinWrites}`,
+      verdict(r.join.objectWrites <= TARGETS.joinWrites),
+    ]);
+  }
+  if (r.idle) {
+    rows.push([
+      `idle ${r.idle.seconds} s: writes`,
+      String(r.idle.writes),
+      `${TARGETS.idleWrites}`,
+      verdict(r.idle.writes <= TARGETS.idleWrites),
+    ]);
+  }
+  if (r.rss) {
+    rows.push([
+      'operator peak RSS (VmHWM)',
+      `${r.rss.peakMiB.toFixed(0)} MiB`,
+      `<= ${TARGETS.peakRssMiB} MiB`,
+      verdict(r.rss.peakMiB <= TARGETS.peakRssMiB),
+    ]);
+  }
+  const head: [string, string, string, string] = ['figure', 'value', 'target', 'result'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const fmt = (row: string[]): string =>
+    row
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  const lines = [fmt(head), fmt(widths.map((w) => '-'.repeat(w))), ...rows.map(fmt)];
+  if (r.join) {
+    lines.push(
+      '',
+      `join detail: operator writes ${JSON.stringify(r.join.writes)}; simulated agent status writes ${r.join.agentStatusWrites}; ` +
+        `${r.join.reconciles} reconciles; Secret complete ${r.join.seconds.toFixed(1)} s after the Node was created`,
+    );
+  }
+  for (const c of r.creation) {
+    lines.push(
+      `N=${c.n} detail: writes ${JSON.stringify(c.writes)}; reconcile errors ${c.reconcileErrors}; ` +
+        `Secret events seen ${c.secretEventsSeen}; sealed data ${(c.secretBytesTotal / 2 ** 20).toFixed(1)} MiB in total, ` +
+        `largest Secret ${(c.secretBytesMax / 1024).toFixed(0)} KiB; operator RSS peak during phase ${c.peakRssMiB.toFixed(0)} MiB`,
+    );
+  }
+  if (r.idle)
+    lines.push(`idle detail: writes ${JSON.stringify(r.idle.byKind)}; ${r.idle.reconciles} reconciles`);
+  if (r.rss) {
+    lines.push(
+      `RSS detail: ${r.rssAtStartMiB?.toFixed(0) ?? '?'} MiB once started (no overlay); ` +
+        `highest VmRSS sample ${r.rss.sampledPeakMiB.toFixed(0)} MiB`,
+    );
+  }
+  if (r.error) lines.push('', `BENCH FAILED: ${r.error}`);
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const kc = kubeConfig();
+  const lab = new Lab(kc);
+  const report: Report = {
+    run,
+    date: new Date().toISOString(),
+    apiServer: kc.getCurrentCluster()?.server ?? '',
+    sizes: SIZES,
+    creation: [],
+  };
+  mkdirSync(OUT_DIR, { recursive: true });
+  log(`run ${run}: sizes ${SIZES.join(', ')}, idle ${IDLE_SECONDS} s, API server ${report.apiServer}`);
+  for (let i = 0; i < maxNodes; i++)
+    nodeKeys.set(nodeName(i), { envelope: x25519Public(), wg: x25519Public() });
+  await installCRDs(kc);
+  for (const ns of [opNamespace, keyNamespace])
+    await lab.core.createNamespace({ body: { metadata: { name: ns, labels: { [RUN_LABEL]: run } } } });
+  const logFile = resolve(OUT_DIR, `operator-${run}.log`);
+  const op = new OperatorProcess(
+    process.env.KUBECONFIG ?? resolve(repoRoot, '.local', 'kubeconfig'),
+    logFile,
+  );
+  log(`operator pid ${op.child.pid}, log ${logFile}`);
+  let failed = false;
+  try {
+    await op.started();
+    await sleep(3000);
+    report.rssAtStartMiB = (op.rssKiB() ?? 0) / 1024;
+    const sorted = [...SIZES].sort((a, b) => a - b);
+    for (const n of sorted) {
+      report.creation.push(await creationPhase(lab, op, n));
+      if (n !== sorted[sorted.length - 1]) {
+        const state = phaseState.get(n)!;
+        log(`N=${n}: deleting its overlay before the next size`);
+        await removeOverlay(lab, state.overlay);
+        await state.fleet.stop();
+        await state.coverage.informer.stop();
+      }
+    }
+    const largest = sorted[sorted.length - 1]!;
+    report.join = await joinPhase(lab, op, largest);
+    report.idle = await idlePhase(op);
+    op.sample();
+    report.rss = { peakMiB: (op.hwmKiB() ?? 0) / 1024, sampledPeakMiB: op.peakRssKiB / 1024 };
+  } catch (err) {
+    failed = true;
+    report.error = err instanceof Error ? err.message : String(err);
+    const hwm = op.hwmKiB();
+    if (hwm !== undefined) report.rss = { peakMiB: hwm / 1024, sampledPeakMiB: op.peakRssKiB / 1024 };
+  } finally {
+    log('cleaning up');
+    for (const { overlay, fleet, coverage } of phaseState.values()) {
+      if (op.child.exitCode === null)
+        await removeOverlay(lab, overlay).catch((err: unknown) => log(`cleanup: ${describeError(err)}`));
+      await fleet.stop();
+      await coverage.informer.stop();
+    }
+    const code = await op.stop();
+    if (code !== 0) log(`operator exited with code ${code}`);
+    for (const { overlay } of phaseState.values()) {
+      if (await lab.overlayExists(overlay).catch(() => false))
+        await lab.forceRemoveOverlay(overlay).catch(() => undefined);
+      await lab.core
+        .deleteCollectionNamespacedEvent({
+          namespace: 'default',
+          fieldSelector: `involvedObject.name=${overlay}`,
+        })
+        .catch(() => undefined);
+    }
+    const deleted = await lab.deleteNodes().catch((err: unknown) => {
+      log(`cleanup: deleting Nodes failed: ${describeError(err)}`);
+      return 0;
+    });
+    log(`deleted ${deleted} Nodes`);
+    for (const ns of [opNamespace, keyNamespace]) {
+      // No namespace controller runs in the local control plane: empty the namespace ourselves.
+      await lab.core.deleteCollectionNamespacedSecret({ namespace: ns }).catch(() => undefined);
+      await lab.core.deleteCollectionNamespacedConfigMap({ namespace: ns }).catch(() => undefined);
+      await lab.core.deleteNamespace({ name: ns }).catch(() => undefined);
+    }
+  }
+  const text = table(report);
+  console.log(`\nsealmesh operator bench, run ${run} (${report.apiServer})\n\n${text}\n`);
+  const json = resolve(OUT_DIR, 'operator.json');
+  writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
+  console.log(`figures: ${json}`);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

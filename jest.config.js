@@ -14,6 +14,9 @@ const common = {
   transform: { '^.+\\.ts$': swc },
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testEnvironment: 'node',
+  // .local/ holds the control plane's etcd data, whose *.snap files jest would take for obsolete snapshots.
+  modulePathIgnorePatterns: ['<rootDir>/.local/', '<rootDir>/dist/'],
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/.local/', '<rootDir>/dist/'],
 };
 
 /** @type {import('jest').Config} */

@@ -1,6 +1,7 @@
 // kubectl plugin: `kubectl sealmesh status [OVERLAY]` prints each overlay's pair matrix (colour on a
-// terminal, plain when piped); `kubectl sealmesh rotate OVERLAY [--wait]` starts a key rotation now by
-// setting the sealmesh.io/rotate annotation to a new value and, with --wait, follows it to the end.
+// terminal, plain when piped); `kubectl sealmesh rotate OVERLAY [--psk-only] [--wait]` starts a key rotation
+// now by setting the sealmesh.io/rotate annotation to a new value (prefixed `psk:` for a pre-shared-key-only
+// rotation) and, with --wait, follows it to the end.
 import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import {
@@ -9,6 +10,7 @@ import {
   OVERLAY_LABEL,
   OVERLAY_NETWORK_PLURAL,
   ROTATE_ANNOTATION,
+  ROTATE_PSK_ONLY_PREFIX,
   VERSION,
 } from '../api/v1alpha1/groupversion.js';
 import { parseNodeTunnel, type NodeTunnel } from '../api/v1alpha1/nodetunnel.types.js';
@@ -18,7 +20,8 @@ import { computePairs } from '../operator/pairs.js';
 import { renderMatrix } from './matrix.js';
 
 const USAGE = `usage: kubectl sealmesh status [OVERLAY] [--kubeconfig FILE] [--no-color]
-       kubectl sealmesh rotate OVERLAY [--wait] [--timeout 300s] [--kubeconfig FILE]`;
+       kubectl sealmesh rotate OVERLAY [--psk-only] [--wait] [--timeout 300s] [--kubeconfig FILE]
+  --psk-only  rotate only the pre-shared keys (sessions continue; needs keys.presharedKeys: PerPair)`;
 
 async function readOverlay(custom: CustomObjectsApi, name: string): Promise<OverlayNetwork> {
   const parsed = parseOverlayNetwork(
@@ -38,15 +41,22 @@ async function rotate(
   name: string,
   wait: boolean,
   timeoutSeconds: number,
+  pskOnly: boolean,
 ): Promise<number> {
   const before = await readOverlay(custom, name);
+  if (pskOnly && before.spec.keys.presharedKeys !== 'PerPair') {
+    process.stderr.write(
+      `${name} has no pre-shared keys (keys.presharedKeys: Disabled): nothing to rotate\n`,
+    );
+    return 1;
+  }
   if (before.status?.rotation && before.status.rotation.phase !== 'Backoff') {
     process.stderr.write(
       `a rotation of ${name} is already in progress (${before.status.rotation.phase}, epoch ${before.status.rotation.targetEpoch})\n`,
     );
     return 1;
   }
-  const request = new Date().toISOString();
+  const request = `${pskOnly ? ROTATE_PSK_ONLY_PREFIX : ''}${new Date().toISOString()}`;
   await custom.patchClusterCustomObject(
     {
       group: GROUP,
@@ -146,6 +156,7 @@ async function main(argv: string[]): Promise<number> {
       kubeconfig: { type: 'string' },
       'no-color': { type: 'boolean', default: false },
       wait: { type: 'boolean', default: false },
+      'psk-only': { type: 'boolean', default: false },
       timeout: { type: 'string', default: '300s' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -174,7 +185,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`--timeout must be a number of seconds, e.g. 300s\n`);
         return 2;
       }
-      return rotate(custom, overlay, values.wait, seconds);
+      return rotate(custom, overlay, values.wait, seconds, values['psk-only']);
     }
     default:
       process.stderr.write(`unknown command ${command}\n${USAGE}\n`);

@@ -17,6 +17,8 @@ export const OVERLAY_LABEL = `${GROUP}/overlay`;
 export const NODE_LABEL = `${GROUP}/node`;
 /** Annotation on an OverlayNetwork: any new value starts a rotation now. */
 export const ROTATE_ANNOTATION = `${GROUP}/rotate`;
+/** A value of ROTATE_ANNOTATION starting with this asks for a pre-shared-key-only rotation (sessions continue). */
+export const ROTATE_PSK_ONLY_PREFIX = 'psk:';
 
 /** A NodeTunnel is named `<overlay>.<node>`; the API server enforces this (see nodetunnel.types.ts). */
 export function nodeTunnelName(overlay: string, node: string): string {

@@ -333,6 +333,30 @@ test('kubectl sealmesh rotate --wait starts a rotation and follows it to the end
   expect(shown.stdout).not.toContain('\x1b[');
 });
 
+test('kubectl sealmesh rotate --psk-only (annotation value psk:...) rotates only the pre-shared keys', async () => {
+  const { name, agents } = await overlayWithNodes('pskonly', 2);
+  const plugin = resolve(repoRoot, 'bin/kubectl-sealmesh');
+  const env = { ...process.env, KUBECONFIG: kubeconfigPath, NO_COLOR: '1' };
+  const rotating = execFileAsync(plugin, ['rotate', name, '--psk-only', '--wait', '--timeout', '60s'], {
+    env,
+  });
+  const staging = await until('Staging', async () => {
+    const s = await status(name);
+    return s.rotation?.phase === 'Staging' ? s : undefined;
+  });
+  expect(staging.rotation).toMatchObject({ scope: 'PresharedKeys', targetEpoch: 2 });
+  expect(staging.lastRotateRequest).toMatch(/^psk:/);
+  // PSK-only: an agent keeps its key and acknowledges with it
+  for (const a of agents) await a.stage(2, a.wg.publicKey);
+  await until('Verifying', async () => (await status(name)).rotation?.phase === 'Verifying');
+  await reportAll(agents, 2);
+  const { stdout } = await rotating;
+  expect(stdout).toContain(`rotation of ${name} completed: epoch 2`);
+  const done = await status(name);
+  expect(done.lastPresharedKeyRotationTime).toBeDefined();
+  expect(done.lastRotationTime).toBeUndefined();
+});
+
 test('a PSK cadence puts its next rotation time in status and does not rotate before it', async () => {
   const { name, agents } = await overlayWithNodes('psk', 2);
   // A PSK cadence of 10 minutes counted from creation is not due yet: status shows when it will be.

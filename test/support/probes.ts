@@ -51,15 +51,32 @@ export function maxGap(replied: Set<number>, sent: number, intervalMs: number): 
 export function startProbes(
   lab: Lab,
   pairs: readonly PairProbe[],
-  options: { intervalMs?: number; seconds: number },
+  options: {
+    intervalMs?: number;
+    seconds: number;
+    /** ping -p: payload bytes (hex), so a test can look for them on the underlay */
+    pattern?: string;
+  },
 ): ProbeRun {
   const intervalMs = options.intervalMs ?? 40;
+  const pattern = options.pattern ? ['-p', options.pattern] : [];
   // Each ping ends by itself after exactly `seconds` (-w), so nothing has to be signalled from outside.
   const running = pairs.map((p) => ({
     pair: p,
     done: lab.exec(
       p.from,
-      ['ping', '-n', '-i', String(intervalMs / 1000), '-W', '1', '-w', String(options.seconds), p.address],
+      [
+        'ping',
+        '-n',
+        '-i',
+        String(intervalMs / 1000),
+        '-W',
+        '1',
+        '-w',
+        String(options.seconds),
+        ...pattern,
+        p.address,
+      ],
       { timeoutMs: (options.seconds + 15) * 1000 },
     ),
   }));

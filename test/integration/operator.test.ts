@@ -24,6 +24,7 @@ import { FINALIZER } from '../../operator/controllers/overlaynetwork.controller.
 import type { WriteKind } from '../../operator/writer.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
+import { deleteOverlays } from '../support/overlays.js';
 import { AgentStandIn } from '../support/standin.js';
 
 jest.setTimeout(120_000);
@@ -194,6 +195,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await deleteOverlays(kc, run);
   for (const op of operators) await op.stop();
   if (process.env.SEALMESH_TEST_LOG) writeFileSync(process.env.SEALMESH_TEST_LOG, logLines.join(''));
   const nodes = await core.listNode({ labelSelector: `${RUN_LABEL}=${run}` });

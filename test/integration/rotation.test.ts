@@ -25,6 +25,7 @@ import { createOperator, type Operator } from '../../operator/app.js';
 import type { WriteKind } from '../../operator/writer.js';
 import { kubeConfig, kubeconfigPath, repoRoot, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
+import { deleteOverlays } from '../support/overlays.js';
 import { AgentStandIn } from '../support/standin.js';
 
 jest.setTimeout(120_000);
@@ -205,6 +206,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await deleteOverlays(kc, run);
   for (const op of operators) await op.stop();
   for (const n of (await core.listNode({ labelSelector: 'sealmesh.io/rot' })).items) {
     if (n.metadata?.name?.startsWith(run)) await core.deleteNode({ name: n.metadata.name });

@@ -37,6 +37,11 @@ import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
 import { Lab, type LabNode } from '../support/lab.js';
+import { until as untilWithin } from '../support/wait.js';
+
+/** Lab steps (wireguard-go start, handshakes) get a minute. */
+const until = <T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000) =>
+  untilWithin(what, fn, timeoutMs, 250);
 
 const kc = kubeConfig();
 const core = kc.makeApiClient(CoreV1Api);
@@ -48,16 +53,6 @@ const agents = new Map<string, Agent>();
 let lab: Lab | undefined;
 let nodes: [LabNode, LabNode];
 let stateRoot = '';
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 async function tunnelStatus(node: string): Promise<NodeTunnelStatus> {
   const obj = (await custom.getClusterCustomObject({

@@ -10,22 +10,13 @@ import {
   type V1CustomResourceDefinition,
 } from '@kubernetes/client-node';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
+import { until } from '../support/wait.js';
 
 const kc = kubeConfig();
 const core = kc.makeApiClient(CoreV1Api);
 
 function statusOf(err: unknown): number | undefined {
   return err instanceof ApiException ? err.code : undefined;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 test('a Node is created, read back and deleted', async () => {

@@ -26,6 +26,7 @@ import { kubeConfig, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
 import { deleteOverlays } from '../support/overlays.js';
 import { AgentStandIn } from '../support/standin.js';
+import { until } from '../support/wait.js';
 
 jest.setTimeout(120_000);
 
@@ -73,26 +74,6 @@ async function startOperator(counter = new Counter(), identity = uniqueName('rep
   await op.start();
   operators.push(op);
   return op;
-}
-
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 const nodeName = (i: number) => `${run}-n${i}`;

@@ -27,6 +27,7 @@ import { kubeConfig, kubeconfigPath, repoRoot, uniqueName } from '../support/clu
 import { installCRDs } from '../support/crds.js';
 import { deleteOverlays } from '../support/overlays.js';
 import { AgentStandIn } from '../support/standin.js';
+import { until } from '../support/wait.js';
 
 jest.setTimeout(120_000);
 
@@ -72,20 +73,6 @@ async function startOperator(): Promise<Operator> {
   await op.start();
   operators.push(op);
   return op;
-}
-
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 type Status = {

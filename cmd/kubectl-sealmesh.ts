@@ -3,7 +3,15 @@
 // now by setting the sealmesh.io/rotate annotation to a new value (prefixed `psk:` for a pre-shared-key-only
 // rotation) and, with --wait, follows it to the end.
 import { parseArgs } from 'node:util';
-import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import {
+  CustomObjectsApi,
+  KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
+import { Informer } from '../lib/runtime/informer.js';
+import { KubeRest } from '../lib/runtime/rest.js';
 import {
   GROUP,
   NODE_TUNNEL_PLURAL,
@@ -15,7 +23,7 @@ import {
 } from '../api/v1alpha1/groupversion.js';
 import { parseNodeTunnel, type NodeTunnel } from '../api/v1alpha1/nodetunnel.types.js';
 import { parseOverlayNetwork, type OverlayNetwork } from '../api/v1alpha1/overlaynetwork.types.js';
-import { describeError, loadKubeConfig } from '../lib/kube.js';
+import { customResource, describeError, loadKubeConfig } from '../lib/kube.js';
 import { computePairs } from '../operator/pairs.js';
 import { renderMatrix } from './matrix.js';
 
@@ -37,6 +45,7 @@ async function readOverlay(custom: CustomObjectsApi, name: string): Promise<Over
 }
 
 async function rotate(
+  kc: KubeConfig,
   custom: CustomObjectsApi,
   name: string,
   wait: boolean,
@@ -72,29 +81,47 @@ async function rotate(
     `rotation of ${name} requested (${ROTATE_ANNOTATION}=${request}), epoch ${fromEpoch}\n`,
   );
   if (!wait) return 0;
-  const deadline = Date.now() + timeoutSeconds * 1000;
+  // Follow the overlay with a watch, not by polling: a rotation can pass a phase in under a second.
+  const informer = new Informer<KubernetesObject>({
+    client: new KubeRest(kc),
+    resource: customResource(GROUP, VERSION, OVERLAY_NETWORK_PLURAL),
+    fieldSelector: `metadata.name=${name}`,
+  });
   let last = '';
-  while (Date.now() < deadline) {
-    const o = await readOverlay(custom, name);
-    const s = o.status;
-    const r = s?.rotation;
-    const line = r
-      ? `${r.phase} epoch ${r.targetEpoch}${r.cutoverTime ? ` cutover ${r.cutoverTime}` : ''}${
-          r.phase === 'Backoff' ? `: ${r.reason ?? ''}, retry at ${r.retryTime ?? ''}` : ''
-        }`
-      : `epoch ${s?.epoch ?? 1}, ${s?.encryptedSummary ?? '?'} pairs encrypted`;
-    if (line !== last) {
-      process.stdout.write(`  ${line}\n`);
-      last = line;
-    }
-    if (s?.lastRotateRequest === request && !r && (s.epoch ?? 1) > fromEpoch) {
-      process.stdout.write(`rotation of ${name} completed: epoch ${s.epoch ?? 1}\n`);
-      return 0;
-    }
-    await new Promise((res) => setTimeout(res, 1000));
+  try {
+    return await new Promise<number>((done) => {
+      const timer = setTimeout(() => {
+        process.stderr.write(
+          `rotation of ${name} did not complete within ${timeoutSeconds}s (last: ${last})\n`,
+        );
+        done(1);
+      }, timeoutSeconds * 1000);
+      const check = (obj: KubernetesObject): void => {
+        const parsed = parseOverlayNetwork(obj);
+        if (!parsed.ok) return;
+        const s = parsed.value.status;
+        const r = s?.rotation;
+        const line = r
+          ? `${r.phase} epoch ${r.targetEpoch}${r.cutoverTime ? ` cutover ${r.cutoverTime}` : ''}${
+              r.phase === 'Backoff' ? `: ${r.reason ?? ''}, retry at ${r.retryTime ?? ''}` : ''
+            }`
+          : `epoch ${s?.epoch ?? 1}, ${s?.encryptedSummary ?? '?'} pairs encrypted`;
+        if (line !== last) {
+          process.stdout.write(`  ${line}\n`);
+          last = line;
+        }
+        if (s?.lastRotateRequest === request && !r && (s.epoch ?? 1) > fromEpoch) {
+          process.stdout.write(`rotation of ${name} completed: epoch ${s.epoch ?? 1}\n`);
+          clearTimeout(timer);
+          done(0);
+        }
+      };
+      informer.addHandler({ onAdd: check, onUpdate: (_old, next) => check(next) });
+      informer.start();
+    });
+  } finally {
+    await informer.stop();
   }
-  process.stderr.write(`rotation of ${name} did not complete within ${timeoutSeconds}s (last: ${last})\n`);
-  return 1;
 }
 
 async function status(custom: CustomObjectsApi, only: string | undefined, colour: boolean): Promise<number> {
@@ -185,7 +212,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`--timeout must be a number of seconds, e.g. 300s\n`);
         return 2;
       }
-      return rotate(custom, overlay, values.wait, seconds, values['psk-only']);
+      return rotate(kc, custom, overlay, values.wait, seconds, values['psk-only']);
     }
     default:
       process.stderr.write(`unknown command ${command}\n${USAGE}\n`);

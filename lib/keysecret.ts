@@ -7,6 +7,13 @@ import { z } from 'zod';
 
 export const KEY_SECRET_DATA_KEY = 'keys.json';
 export const KEY_SECRET_TYPE = 'sealmesh.io/sealed-keys';
+/**
+ * On a key Secret: the digest of the plan inputs its data was planned from (operator/keyplan.ts planDigests),
+ * so the operator can tell an up-to-date Secret from its metadata alone, without reading the sealed data.
+ */
+export const PLAN_DIGEST_ANNOTATION = 'sealmesh.io/plan-digest';
+/** On a key Secret in Operator custody: the node's WireGuard public key at the current epoch (public). */
+export const PUBLIC_KEY_ANNOTATION = 'sealmesh.io/public-key';
 
 const sealedValue = z.string().min(1).max(512);
 

@@ -2,10 +2,11 @@
 // metrics server. main.ts runs one; the integration tests run several in one process (two replicas).
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { CoreV1Api, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { CoreV1Api, type KubeConfig, type KubernetesObject, type V1Secret } from '@kubernetes/client-node';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { GROUP, NODE_TUNNEL_PLURAL, OVERLAY_NETWORK_PLURAL, VERSION } from '../api/v1alpha1/groupversion.js';
-import { coreResources, customResource } from '../lib/kube.js';
+import { collectionPath, coreResources, customResource, isNotFound } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { Informer } from '../lib/runtime/informer.js';
 import { KubeLeaseClient } from '../lib/runtime/leader.js';
@@ -17,6 +18,7 @@ import { agentLeaseName } from '../agent/liveness.js';
 import {
   MANAGED_BY,
   OverlayNetworkController,
+  type KeySecretReader,
   type RotationMetrics,
 } from './controllers/overlaynetwork.controller.js';
 import type { RotationTimings } from './rotation.js';
@@ -66,6 +68,8 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     resource: customResource(GROUP, VERSION, NODE_TUNNEL_PLURAL, { kind: 'NodeTunnel' }),
   });
   const nodes = informer({ client: rest, resource: coreResources.nodes });
+  // Metadata only: the sealed data of a 1,000-node overlay is ~300 MB; the controller reads the one Secret a
+  // plan needs when it needs it (secretReader).
   const secrets = informer({
     client: rest,
     resource: coreResources.secrets,
@@ -73,7 +77,20 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     labelSelector: Object.entries(MANAGED_BY)
       .map(([k, v]) => `${k}=${v}`)
       .join(','),
+    metadataOnly: true,
   });
+  const secretReader: KeySecretReader = {
+    async read(namespace, name) {
+      try {
+        return await rest.getJSON<V1Secret>(
+          `${collectionPath(coreResources.secrets, namespace)}/${encodeURIComponent(name)}`,
+        );
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      }
+    },
+  };
   // Agents' liveness Leases: a rotation waits only for agents whose Lease is fresh.
   const leases = informer({ client: rest, resource: coreResources.leases, namespace: keyNamespace });
   const identity = await loadOrCreateIdentity(o.kc.makeApiClient(CoreV1Api), o.namespace, keyNamespace);
@@ -93,6 +110,19 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     labelNames: ['overlay', 'scope'],
     buckets: [1, 2, 5, 10, 20, 30, 60, 120, 300, 600],
     registers: [metrics.registry],
+  });
+  // The longest the event loop was held up since the last scrape: a reconcile that does not yield shows here
+  // (leader-lease renewals, watches and /healthz all wait for it).
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  new Gauge({
+    name: 'sealmesh_event_loop_delay_max_seconds',
+    help: 'Longest event-loop delay since the previous scrape (reset by each scrape).',
+    registers: [metrics.registry],
+    collect() {
+      this.set(loopDelay.max / 1e9);
+      loopDelay.reset();
+    },
   });
   const lastRotation = new Map<string, { keys: number; psk: number }>();
   new Gauge({
@@ -144,6 +174,7 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     // that is where `kubectl describe overlaynetwork` looks.
     'default',
     counter,
+    rest,
   );
   const controller = new OverlayNetworkController({
     namespace: keyNamespace,
@@ -151,6 +182,7 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     nodes,
     tunnels,
     secrets,
+    secretReader,
     leases,
     leaseName: agentLeaseName,
     timings: o.rotationTimings,
@@ -175,6 +207,9 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     manager,
     controller,
     start: () => manager.start(),
-    stop: () => manager.stop('shutdown'),
+    stop: async () => {
+      await manager.stop('shutdown');
+      loopDelay.disable();
+    },
   };
 }

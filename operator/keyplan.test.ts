@@ -1,6 +1,7 @@
 import { decodeKey, encodeKey } from '../lib/keys.js';
 import { newBoxKeyPair, Sealer, unseal, type BoxKeyPair } from '../lib/seal.js';
-import { planKeySecret, type KeyPlanInput, type Member } from './keyplan.js';
+import { pairOwner } from '../lib/keysecret.js';
+import { planDigests, planKeySecret, type KeyPlanInput, type Member } from './keyplan.js';
 
 const operator = newBoxKeyPair();
 const sealer = new Sealer(operator);
@@ -127,5 +128,85 @@ describe('rotation', () => {
     expect(afterKeys.payload.privateKeys.map((k) => k.epoch)).toEqual([2]);
     expect(afterKeys.publicKey).not.toBe(current.publicKey);
     expect(afterKeys.publicKey).toBe(keys.payload.privateKeys[1]!.publicKey);
+  });
+});
+
+describe('planDigests', () => {
+  // Eight nodes joining at four instants (two per instant), each with its own envelope key.
+  const names = ['h', 'g', 'f', 'e', 'd', 'c', 'b', 'a'];
+  const keys = new Map(names.map((n) => [n, encodeKey(newBoxKeyPair().publicKey)]));
+  const at = (i: number) => `2026-01-0${1 + Math.floor(i / 2)}T00:00:00Z`;
+  const world: Member[] = names.map((n, i) => ({
+    name: n,
+    createdAt: at(i),
+    envelopePublicKey: keys.get(n),
+  }));
+  const input = (ms: Member[], extra: Partial<KeyPlanInput> = {}) => ({ ...base, members: ms, ...extra });
+  const withKey = (ms: Member[], name: string, key: string | undefined) =>
+    ms.map((m) => (m.name === name ? { ...m, envelopePublicKey: key } : m));
+
+  test('a member changing its envelope key changes the digest of every node owning a pair with it', () => {
+    const before = planDigests(input(world));
+    for (const changed of names) {
+      const after = planDigests(input(withKey(world, changed, encodeKey(newBoxKeyPair().publicKey))));
+      for (const m of world) {
+        const owns =
+          m.name === changed ||
+          pairOwner(
+            m,
+            world.find((x) => x.name === changed)!,
+          ) === m.name;
+        if (owns) expect(after.get(m.name)).not.toBe(before.get(m.name));
+        // Only members joining no earlier than the changed one can own a pair with it.
+        const earlier = new Date(m.createdAt!) < new Date(world.find((x) => x.name === changed)!.createdAt!);
+        if (earlier) expect(after.get(m.name)).toBe(before.get(m.name));
+      }
+    }
+  });
+
+  test('a node joining later changes no other digest, and equal digests mean an unchanged plan', () => {
+    const before = planDigests(input(world));
+    const plans = new Map(
+      world.map((m) => [m.name, planKeySecret({ ...input(world), node: m.name }, sealer)]),
+    );
+    const joiner: Member = { name: 'z', createdAt: '2026-02-01T00:00:00Z', envelopePublicKey: pub('a') };
+    const grown = [...world, joiner];
+    const after = planDigests(input(grown));
+    for (const m of world) {
+      expect(after.get(m.name)).toBe(before.get(m.name));
+      const again = planKeySecret(
+        { ...input(grown), node: m.name, existing: plans.get(m.name)!.payload },
+        sealer,
+      );
+      expect(again.changed).toBe(false);
+    }
+    expect(after.get('z')).toBeDefined();
+  });
+
+  test('a member leaving changes the digests of the members that owned pairs with it', () => {
+    const before = planDigests(input(world));
+    const gone = 'f'; // joined at the second instant
+    const after = planDigests(input(world.filter((m) => m.name !== gone)));
+    const leaver = world.find((m) => m.name === gone)!;
+    for (const m of world) {
+      if (m.name === gone) continue;
+      if (pairOwner(m, leaver) === m.name) expect(after.get(m.name)).not.toBe(before.get(m.name));
+    }
+    expect(after.get('h')).toBe(before.get('h')); // joined first, owns nothing with f
+  });
+
+  test('epoch, rotation target, custody and PSK mode are covered; without PSKs peers are not', () => {
+    const d = planDigests(input(world));
+    const g = (extra: Partial<KeyPlanInput>) => planDigests(input(world, extra)).get('a');
+    expect(g({ epoch: 2 })).not.toBe(d.get('a'));
+    expect(g({ target: { epoch: 2, newPrivateKey: false } })).not.toBe(d.get('a'));
+    expect(g({ target: { epoch: 2, newPrivateKey: true } })).not.toBe(
+      g({ target: { epoch: 2, newPrivateKey: false } }),
+    );
+    expect(g({ custody: 'Operator' })).not.toBe(d.get('a'));
+    expect(g({ presharedKeys: 'Disabled' })).not.toBe(d.get('a'));
+    const off = (ms: Member[]) => planDigests(input(ms, { presharedKeys: 'Disabled' }));
+    expect(off(withKey(world, 'h', undefined)).get('a')).toBe(off(world).get('a'));
+    expect(off(withKey(world, 'a', undefined)).get('a')).not.toBe(off(world).get('a'));
   });
 });

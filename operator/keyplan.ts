@@ -2,6 +2,7 @@
 // sealed to both ends, and (Operator custody) this node's WireGuard private key. Pure apart from the injected
 // randomness: an existing entry is kept as long as it is at the current epoch and was sealed to the envelope
 // keys the two ends publish now, so an unchanged world plans an unchanged Secret and causes no write.
+import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { decodeKey, fingerprint, generateKeyPair } from '../lib/keys.js';
 import {
@@ -137,4 +138,63 @@ export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: Rand
     privateKeys,
   };
   return { payload, changed: !isDeepStrictEqual(payload, input.existing), publicKey, newPairs };
+}
+
+/** Bump when planKeySecret starts to depend on something else, so every stored digest goes stale. */
+const PLAN_DIGEST_VERSION = 1;
+
+/**
+ * For each member, a digest of everything planKeySecret reads for that member's Secret besides the Secret
+ * itself: if it is unchanged and the Secret is the plan made from it, planning again changes nothing, and
+ * the Secret's data need not even be read.
+ *
+ * A node's pairs are those it owns: peers that joined earlier (pairOwner), and some peers that joined in the
+ * same instant. So the digest covers, besides the node's own fields, every member (name, join time, envelope
+ * key) that joined no later than the node, hashed in join order with one running hash: O(N) for a whole
+ * overlay. A node joining later changes no earlier node's digest, which keeps a join at one Secret write and
+ * one Secret read. The tie group is covered whole, which is conservative: at worst an extra read.
+ */
+export function planDigests(input: Omit<KeyPlanInput, 'node' | 'existing'>): Map<string, string> {
+  const common = JSON.stringify({
+    v: PLAN_DIGEST_VERSION,
+    overlay: input.overlay,
+    epoch: input.epoch,
+    target: input.target ?? null,
+    presharedKeys: input.presharedKeys,
+    custody: input.custody,
+  });
+  const joined = (m: Member): number => {
+    const t = m.createdAt === undefined ? 0 : new Date(m.createdAt).getTime();
+    // An unparsable time owns nothing (pairOwner compares NaN as neither earlier nor later): put it last,
+    // where its own digest covers every member and it is in no one else's.
+    return Number.isNaN(t) ? Infinity : t;
+  };
+  const sorted = input.members
+    .map((m) => ({ m, t: joined(m) }))
+    .sort((x, y) => x.t - y.t || (x.m.name < y.m.name ? -1 : x.m.name > y.m.name ? 1 : 0));
+  const out = new Map<string, string>();
+  const running = createHash('sha256');
+  for (let i = 0; i < sorted.length;) {
+    let j = i;
+    while (j < sorted.length && sorted[j]!.t === sorted[i]!.t) {
+      const { m, t } = sorted[j]!;
+      running.update(`${JSON.stringify([m.name, t, m.envelopePublicKey ?? ''])}\n`);
+      j++;
+    }
+    // Without per-pair keys, a node's Secret holds its own material only: no peer matters.
+    const peers = input.presharedKeys === 'PerPair' ? running.copy().digest('base64') : '';
+    for (let k = i; k < j; k++) {
+      const { m } = sorted[k]!;
+      out.set(
+        m.name,
+        createHash('sha256')
+          .update(
+            `${common}\n${JSON.stringify([m.name, m.createdAt ?? null, m.envelopePublicKey ?? ''])}\n${peers}`,
+          )
+          .digest('base64'),
+      );
+    }
+    i = j;
+  }
+  return out;
 }

@@ -6,9 +6,19 @@
 //   --leader-elect=false               run without leader election (one replica only)
 //   POD_NAME                           leader-election identity (default hostname + random suffix)
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { loadKubeConfig } from '../lib/kube.js';
 import { newLogger } from '../lib/log.js';
 import { createOperator } from './app.js';
+
+// The key Secrets the operator writes (up to ~600 KB each) are large strings that die at once but stay in
+// V8's large-object space until a full GC, and by default the heap grows to up to 4x what is live before one:
+// at 1,000 nodes ~60 MB live became ~250 MB of heap. Growing by 1.25x keeps RSS near the live size for more,
+// short (mostly concurrent) full GCs. V8 reads the flag at every GC, so setting it here takes effect; one given
+// on the command line wins.
+if (!process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) {
+  setFlagsFromString('--heap-growing-percent=25');
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

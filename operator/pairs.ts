@@ -1,7 +1,6 @@
 // Per-pair encryption status. Each agent reports only what it sees from its own side; a pair counts as
 // encrypted only when both ends report Encrypted at the same epoch, because one side's fresh handshake can
 // hide a peer that still uses the other key (the handshake it saw may be from before the peer rotated).
-import { pairKey } from '../lib/keysecret.js';
 
 export type PeerState = 'Encrypted' | 'Handshaking' | 'Stale' | 'KeyMismatch' | 'AwaitingPeer';
 
@@ -36,24 +35,83 @@ export function computePairs(
   reports: readonly SideReport[],
   epoch?: number,
 ): PairSummary {
-  const seen = new Map<string, Map<string, { state: PeerState; epoch?: number | undefined }>>();
+  const pairs: Pair[] = [];
+  const walk = walkPairs(nodes, reports, epoch, (a, b, state, reason) =>
+    pairs.push({ a, b, state, reason: reason() }),
+  );
+  let step = walk.next();
+  while (!step.done) step = walk.next();
+  return { ...step.value, pairs };
+}
+
+/** Called once per pair, a < b, in order; `reason` builds the short reason only when asked. */
+export type PairVisitor = (a: string, b: string, state: PairState, reason: () => string) => void;
+
+/** How many pairs visitPairs judges between two turns of the event loop. */
+const PAIRS_PER_SLICE = 20_000;
+
+/**
+ * computePairs without the list: each pair goes to `visit` and is forgotten, and the walk yields to the event
+ * loop every PAIRS_PER_SLICE pairs. At 1,000 nodes a pass has 500k pairs: kept in a list they cost tens of
+ * MB, and judged in one go they hold up lease renewals, watches and /healthz.
+ */
+export async function visitPairs(
+  nodes: readonly string[],
+  reports: readonly SideReport[],
+  epoch: number | undefined,
+  visit: PairVisitor,
+): Promise<Omit<PairSummary, 'pairs'>> {
+  const walk = walkPairs(nodes, reports, epoch, visit);
+  for (;;) {
+    const step = walk.next();
+    if (step.done) return step.value;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+function* walkPairs(
+  nodes: readonly string[],
+  reports: readonly SideReport[],
+  epoch: number | undefined,
+  visit: PairVisitor,
+): Generator<void, Omit<PairSummary, 'pairs'>> {
+  const seen = new Map<string, Map<string, Side>>();
   for (const r of reports) seen.set(r.node, new Map(r.peers.map((p) => [p.node, p])));
   const sorted = [...new Set(nodes)].sort();
-  const pairs: Pair[] = [];
+  let total = 0;
+  let encrypted = 0;
+  let degraded = 0;
+  let slice = 0;
   for (let i = 0; i < sorted.length; i++) {
+    const row = seen.get(sorted[i]!);
     for (let j = i + 1; j < sorted.length; j++) {
-      const [a, b] = pairKey(sorted[i]!, sorted[j]!);
-      const ab = seen.get(a)?.get(b);
+      const a = sorted[i]!;
+      const b = sorted[j]!;
+      const ab = row?.get(b);
       const ba = seen.get(b)?.get(a);
-      pairs.push({ a, b, ...judge(a, b, ab, ba, epoch) });
+      const state = judgeState(ab, ba, epoch);
+      total++;
+      if (state === 'Encrypted') encrypted++;
+      else if (state === 'Degraded') degraded++;
+      visit(a, b, state, () => judge(a, b, ab, ba, epoch).reason);
+      if (++slice === PAIRS_PER_SLICE) {
+        slice = 0;
+        yield;
+      }
     }
   }
-  return {
-    total: pairs.length,
-    encrypted: pairs.filter((p) => p.state === 'Encrypted').length,
-    degraded: pairs.filter((p) => p.state === 'Degraded').length,
-    pairs,
-  };
+  return { total, encrypted, degraded };
+}
+
+/** judge(...).state without building the reason. */
+function judgeState(ab: Side, ba: Side, epoch?: number): PairState {
+  if (ab?.state === 'Stale' || ab?.state === 'KeyMismatch') return 'Degraded';
+  if (ba?.state === 'Stale' || ba?.state === 'KeyMismatch') return 'Degraded';
+  if (ab?.state === 'Encrypted' && ba?.state === 'Encrypted') {
+    if (ab.epoch !== ba.epoch) return 'Degraded';
+    return epoch !== undefined && ab.epoch !== epoch ? 'Pending' : 'Encrypted';
+  }
+  return 'Pending';
 }
 
 type Side = { state: PeerState; epoch?: number | undefined } | undefined;

@@ -11,6 +11,8 @@ import {
   type V1Secret,
 } from '@kubernetes/client-node';
 import { GROUP, NODE_TUNNEL_PLURAL, OVERLAY_NETWORK_PLURAL, VERSION } from '../api/v1alpha1/groupversion.js';
+import { collectionPath, coreResources } from '../lib/kube.js';
+import { KubeRest } from '../lib/runtime/rest.js';
 
 export type WriteKind =
   | 'nodetunnel.create'
@@ -41,8 +43,9 @@ export interface OperatorWriter {
   createTunnel(body: object): Promise<void>;
   replaceTunnel(name: string, body: object): Promise<void>;
   deleteTunnel(name: string): Promise<void>;
-  createSecret(namespace: string, body: V1Secret): Promise<void>;
-  replaceSecret(namespace: string, name: string, body: V1Secret): Promise<void>;
+  /** Secret writes resolve to the resourceVersion written, so the writer knows its own write when it sees it. */
+  createSecret(namespace: string, body: V1Secret): Promise<string | undefined>;
+  replaceSecret(namespace: string, name: string, body: V1Secret): Promise<string | undefined>;
   deleteSecret(namespace: string, name: string): Promise<void>;
   /** Replaces the status subresource; `resourceVersion` guards against lost updates. */
   replaceOverlayStatus(name: string, resourceVersion: string | undefined, status: object): Promise<void>;
@@ -61,6 +64,8 @@ export interface WriteCounter {
 export class KubeOperatorWriter implements OperatorWriter {
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
+  /** Key Secrets (up to ~600 KB each) go through our own client: keep-alive, and only metadata comes back. */
+  private readonly rest: KubeRest;
 
   constructor(
     kc: KubeConfig,
@@ -68,9 +73,11 @@ export class KubeOperatorWriter implements OperatorWriter {
     private readonly canWrite: () => boolean,
     private readonly eventNamespace: string,
     private readonly counter?: WriteCounter,
+    rest?: KubeRest,
   ) {
     this.custom = kc.makeApiClient(CustomObjectsApi);
     this.core = kc.makeApiClient(CoreV1Api);
+    this.rest = rest ?? new KubeRest(kc);
   }
 
   private guard(): void {
@@ -116,16 +123,28 @@ export class KubeOperatorWriter implements OperatorWriter {
     this.done('nodetunnel.delete');
   }
 
-  async createSecret(namespace: string, body: V1Secret): Promise<void> {
+  async createSecret(namespace: string, body: V1Secret): Promise<string | undefined> {
     this.guard();
-    await this.core.createNamespacedSecret({ namespace, body });
+    const written = await this.rest.sendJSON<V1Secret>(
+      'POST',
+      collectionPath(coreResources.secrets, namespace),
+      body,
+      { metadataOnly: true },
+    );
     this.done('secret.create');
+    return written.metadata?.resourceVersion;
   }
 
-  async replaceSecret(namespace: string, name: string, body: V1Secret): Promise<void> {
+  async replaceSecret(namespace: string, name: string, body: V1Secret): Promise<string | undefined> {
     this.guard();
-    await this.core.replaceNamespacedSecret({ namespace, name, body });
+    const written = await this.rest.sendJSON<V1Secret>(
+      'PUT',
+      `${collectionPath(coreResources.secrets, namespace)}/${encodeURIComponent(name)}`,
+      body,
+      { metadataOnly: true },
+    );
     this.done('secret.update');
+    return written.metadata?.resourceVersion;
   }
 
   async deleteSecret(namespace: string, name: string): Promise<void> {

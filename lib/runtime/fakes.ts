@@ -2,29 +2,40 @@
 // the real API server instead.
 import { KubeApiError } from '../kube.js';
 import type { LeaseClient, LeaseRecord, LeaseState } from './leader.js';
-import type { ListWatchClient, Query, RawList, WatchCallbacks, WatchEvent, WatchHandle } from './rest.js';
+import type {
+  ListWatchClient,
+  Query,
+  RawList,
+  RequestOptions,
+  WatchCallbacks,
+  WatchEvent,
+  WatchHandle,
+} from './rest.js';
 
 export interface FakeWatch {
   query: Query;
   cb: WatchCallbacks;
   aborted: boolean;
+  options?: RequestOptions | undefined;
 }
 
 /** An in-memory list/watch endpoint: lists answer from `listResults`, watches are driven by the test. */
 export class FakeListWatchClient implements ListWatchClient {
   listResults: (RawList | Error)[] = [];
   listQueries: Query[] = [];
+  listOptions: (RequestOptions | undefined)[] = [];
   watches: FakeWatch[] = [];
 
-  list(_path: string, query: Query): Promise<RawList> {
+  list(_path: string, query: Query, _signal?: AbortSignal, options?: RequestOptions): Promise<RawList> {
     this.listQueries.push(query);
+    this.listOptions.push(options);
     const next = this.listResults.shift();
     if (next === undefined) return Promise.reject(new Error('no list result scripted'));
     return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
   }
 
-  watch(_path: string, query: Query, cb: WatchCallbacks): WatchHandle {
-    const w: FakeWatch = { query, cb, aborted: false };
+  watch(_path: string, query: Query, cb: WatchCallbacks, options?: RequestOptions): WatchHandle {
+    const w: FakeWatch = { query, cb, aborted: false, options };
     this.watches.push(w);
     return { abort: () => (w.aborted = true) };
   }

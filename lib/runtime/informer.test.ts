@@ -26,7 +26,9 @@ function recorder(): { events: string[]; handler: EventHandler<RawObject> } {
   };
 }
 
-function setup(opts: { stallTimeoutMs?: number; resyncPeriodMs?: number; pageSize?: number } = {}) {
+function setup(
+  opts: { stallTimeoutMs?: number; resyncPeriodMs?: number; pageSize?: number; metadataOnly?: boolean } = {},
+) {
   const clock = new FakeClock();
   const client = new FakeListWatchClient();
   const informer = new Informer<RawObject>({
@@ -237,6 +239,29 @@ describe('Informer', () => {
     expect(client.listQueries.map((q) => q.continue)).toEqual([undefined, 'tok']);
     expect(client.current().query.resourceVersion).toBe('10');
     await informer.stop();
+  });
+
+  test('metadataOnly asks for metadata on every list page and watch; without it nothing is asked', async () => {
+    const { client, informer } = setup({ metadataOnly: true, pageSize: 1 });
+    client.listResults.push(
+      { metadata: { resourceVersion: '9', continue: 'tok' }, items: [cm('a', '1')] },
+      { metadata: { resourceVersion: '10' }, items: [cm('b', '2')] },
+    );
+    informer.start();
+    await informer.waitForSync();
+    await flushMicrotasks();
+    expect(client.listOptions).toEqual([{ metadataOnly: true }, { metadataOnly: true }]);
+    expect(client.current().options).toEqual({ metadataOnly: true });
+    await informer.stop();
+
+    const plain = setup();
+    plain.client.listResults.push(list('10'));
+    plain.informer.start();
+    await plain.informer.waitForSync();
+    await flushMicrotasks();
+    expect(plain.client.listOptions).toEqual([undefined]);
+    expect(plain.client.current().options).toBeUndefined();
+    await plain.informer.stop();
   });
 
   test('resync re-emits every cached object as an update', async () => {

@@ -17,7 +17,15 @@ import type { Logger } from '../log.js';
 import { collectionPath, isGone, objectKey, type ResourceRef } from '../kube.js';
 import { realClock, sleep, type Clock, type TimerHandle } from './clock.js';
 import type { RuntimeMetrics } from './metrics.js';
-import type { ListWatchClient, Query, RawList, RawObject, WatchEvent, WatchHandle } from './rest.js';
+import type {
+  ListWatchClient,
+  Query,
+  RawList,
+  RawObject,
+  RequestOptions,
+  WatchEvent,
+  WatchHandle,
+} from './rest.js';
 
 export interface EventHandler<T> {
   onAdd?(obj: T): void;
@@ -33,6 +41,11 @@ export interface InformerOptions {
   namespace?: string;
   labelSelector?: string;
   fieldSelector?: string;
+  /**
+   * Cache metadata only (PartialObjectMetadata): for kinds whose bodies are large and read rarely, such as
+   * the sealed key Secrets; whoever needs a body reads it from the API server when it needs it.
+   */
+  metadataOnly?: boolean;
   client: ListWatchClient;
   /** List page size (default 500). */
   pageSize?: number;
@@ -219,6 +232,10 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
     return delay;
   }
 
+  private requestOptions(): RequestOptions | undefined {
+    return this.opts.metadataOnly ? { metadataOnly: true } : undefined;
+  }
+
   private selectors(): Query {
     return { labelSelector: this.opts.labelSelector, fieldSelector: this.opts.fieldSelector };
   }
@@ -230,11 +247,16 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
     let page: RawList;
     do {
       try {
-        page = await this.opts.client.list(this.path, { ...this.selectors(), limit, continue: cont }, signal);
+        page = await this.opts.client.list(
+          this.path,
+          { ...this.selectors(), limit, continue: cont },
+          signal,
+          this.requestOptions(),
+        );
       } catch (err) {
         // The continue token expired between pages: fall back to one unpaginated list.
         if (cont !== undefined && isGone(err)) {
-          page = await this.opts.client.list(this.path, this.selectors(), signal);
+          page = await this.opts.client.list(this.path, this.selectors(), signal, this.requestOptions());
           return { items: page.items ?? [], rv: page.metadata?.resourceVersion ?? '' };
         }
         throw err;
@@ -300,18 +322,23 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
         allowWatchBookmarks: true,
         timeoutSeconds,
       };
-      const handle = this.opts.client.watch(this.path, query, {
-        onEvent: (ev) => {
-          if (ended) return;
-          if (ev.type !== 'ERROR') events++;
-          armWatchdog();
-          this.handleEvent(ev, end);
+      const handle = this.opts.client.watch(
+        this.path,
+        query,
+        {
+          onEvent: (ev) => {
+            if (ended) return;
+            if (ev.type !== 'ERROR') events++;
+            armWatchdog();
+            this.handleEvent(ev, end);
+          },
+          onClose: (err) => {
+            if (err) end(isGone(err) ? 'gone' : 'error', err);
+            else end('closed');
+          },
         },
-        onClose: (err) => {
-          if (err) end(isGone(err) ? 'gone' : 'error', err);
-          else end('closed');
-        },
-      });
+        this.requestOptions(),
+      );
       ref.handle = handle;
       if (ended) {
         handle.abort();

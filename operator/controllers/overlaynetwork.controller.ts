@@ -1,10 +1,12 @@
 // The OverlayNetwork controller: turns an overlay into one NodeTunnel per selected node, seals the pair keys
 // into one Secret per node, and aggregates what the agents report into per-pair status.
 //
-// reconcile(name) reads everything from the informer caches and never trusts event payloads (STYLE 5). It
-// computes desired state with pure functions (desired.ts, keyplan.ts, pairs.ts) and writes only the
-// difference, so an unchanged world causes no API write at all.
-import { createHash } from 'node:crypto';
+// reconcile(name) reads everything from the informer caches and never trusts event payloads (STYLE 5); the
+// one exception is a key Secret's sealed data, which is not cached (~300 MB at 1,000 nodes) and is read from
+// the API server only when that Secret's plan may change (see KeySecretMemo). It computes desired state with
+// pure functions (desired.ts, keyplan.ts, pairs.ts) and writes only the difference, so an unchanged world
+// causes no API write at all. Loops over nodes and pairs yield to the event loop, so a pass over a large
+// overlay never holds up lease renewals, watches or /healthz for long.
 import { isDeepStrictEqual } from 'node:util';
 import type { KubernetesObject, V1Node, V1Secret } from '@kubernetes/client-node';
 import {
@@ -25,6 +27,8 @@ import {
   encodeKeySecretData,
   keySecretName,
   KEY_SECRET_TYPE,
+  PLAN_DIGEST_ANNOTATION,
+  PUBLIC_KEY_ANNOTATION,
   type KeySecretPayload,
 } from '../../lib/keysecret.js';
 import type { Logger } from '../../lib/log.js';
@@ -33,8 +37,8 @@ import type { HandlerResult } from '../../lib/runtime/queue.js';
 import { formatTime, setCondition, type Condition } from '../../lib/runtime/status.js';
 import type { Sealer } from '../../lib/seal.js';
 import { desiredTunnels, type NodeView, type TunnelSpec } from '../desired.js';
-import { planKeySecret, type KeyPlanInput, type Member } from '../keyplan.js';
-import { computePairs, type PairState } from '../pairs.js';
+import { planDigests, planKeySecret, type KeyPlanInput, type Member } from '../keyplan.js';
+import { visitPairs } from '../pairs.js';
 import {
   DEFAULT_TIMINGS,
   nextRotationStep,
@@ -65,7 +69,9 @@ export interface OverlayControllerDeps {
   overlays: Informer<KubernetesObject>;
   nodes: Informer<KubernetesObject>;
   tunnels: Informer<KubernetesObject>;
+  /** key Secrets, metadata only (their sealed data is read through `secretReader` when a plan needs it) */
   secrets: Informer<KubernetesObject>;
+  secretReader: KeySecretReader;
   /** agents' liveness Leases in the key namespace (sealmesh-agent-<node>) */
   leases?: Informer<KubernetesObject> | undefined;
   /** node name → Lease name, as the agent names its liveness Lease */
@@ -78,6 +84,12 @@ export interface OverlayControllerDeps {
   now?: () => Date;
 }
 
+/** Reads one Secret, data included, from the API server. */
+export interface KeySecretReader {
+  /** undefined when it does not exist */
+  read(namespace: string, name: string): Promise<V1Secret | undefined>;
+}
+
 export interface RotationMetrics {
   /** a rotation completed: its scope and how long it took from first stage to completion */
   completed(overlay: string, scope: string, seconds: number): void;
@@ -87,10 +99,54 @@ export interface RotationMetrics {
 
 /** What the controller remembers between passes, only to phrase Events about transitions. */
 interface Memory {
-  pairs: Map<string, PairState>;
+  /** the pairs that were Encrypted */
+  encrypted: PairSet;
   members: Set<string>;
   unusable: Set<string>;
   exhausted: boolean;
+}
+
+/**
+ * A set of node pairs as one bit per pair: 500k pairs of a 1,000-node overlay take 62 KB, where a Map keyed
+ * by "a/b" took tens of MB. Nodes get numbers in the order first seen; pair (i, j), i < j, is bit
+ * j(j-1)/2 + i, so a new node only appends bits. Sets made with fresh() share the numbering.
+ */
+class PairSet {
+  private bits = new Uint8Array(0);
+
+  constructor(private readonly ids = new Map<string, number>()) {}
+
+  /** An empty set numbering nodes as this one does. */
+  fresh(): PairSet {
+    return new PairSet(this.ids);
+  }
+
+  private index(a: string, b: string, assign: boolean): number | undefined {
+    let i = this.ids.get(a);
+    let j = this.ids.get(b);
+    if (assign) {
+      if (i === undefined) this.ids.set(a, (i = this.ids.size));
+      if (j === undefined) this.ids.set(b, (j = this.ids.size));
+    }
+    if (i === undefined || j === undefined) return undefined;
+    const [lo, hi] = i < j ? [i, j] : [j, i];
+    return (hi * (hi - 1)) / 2 + lo;
+  }
+
+  has(a: string, b: string): boolean {
+    const k = this.index(a, b, false);
+    return k !== undefined && k >> 3 < this.bits.length && (this.bits[k >> 3]! & (1 << (k & 7))) !== 0;
+  }
+
+  add(a: string, b: string): void {
+    const k = this.index(a, b, true)!;
+    if (k >> 3 >= this.bits.length) {
+      const grown = new Uint8Array(Math.max((k >> 3) + 1, this.bits.length * 2));
+      grown.set(this.bits);
+      this.bits = grown;
+    }
+    this.bits[k >> 3]! |= 1 << (k & 7);
+  }
 }
 
 interface Scope {
@@ -119,11 +175,27 @@ function listNames(names: string[]): string {
   return names.length > EVENT_NAMES ? `${shown} (+${names.length - EVENT_NAMES} more)` : shown;
 }
 
+/** listNames of a list too long to keep (pairs): the count and the names shown, each built only if shown. */
+class NameSample {
+  count = 0;
+  private readonly shown: string[] = [];
+
+  add(name: () => string): void {
+    if (this.shown.length < EVENT_NAMES) this.shown.push(name());
+    this.count++;
+  }
+
+  text(): string {
+    const shown = this.shown.join(', ');
+    return this.count > EVENT_NAMES ? `${shown} (+${this.count - EVENT_NAMES} more)` : shown;
+  }
+}
+
 /**
- * What an earlier pass learned about one key Secret without writing it: at `resourceVersion` it decodes, and
- * (with `inputs`) planning it from exactly those inputs changed nothing, giving `publicKey`. Decoding and
- * re-planning every Secret of a 1,000-node overlay takes seconds of CPU per pass (the Secrets hold ~300 MB of
- * sealed pairs), and most passes (an agent reporting peer state) change no key input at all.
+ * What this process knows about one key Secret: at `resourceVersion` it decodes (we wrote or read it), and
+ * (with `inputs`, a plan digest) planning it from exactly those inputs changed nothing, giving `publicKey`.
+ * The Secrets of a 1,000-node overlay hold ~300 MB of sealed pairs, so the cache keeps their metadata only;
+ * with this and the plan-digest annotation most passes read no Secret at all.
  */
 interface KeySecretMemo {
   overlay: string;
@@ -220,10 +292,13 @@ export class OverlayNetworkController {
     }
   }
 
-  private tunnelsOf(overlay: string): NodeTunnel[] {
+  private async tunnelsOf(overlay: string): Promise<NodeTunnel[]> {
     const out: NodeTunnel[] = [];
+    let i = 0;
     for (const obj of this.deps.tunnels.list()) {
       if (obj.metadata?.labels?.[OVERLAY_LABEL] !== overlay) continue;
+      // Validating 1,000 tunnels (each listing up to 999 peers) takes long enough to hold up the event loop.
+      if (++i % (YIELD_EVERY * 5) === 0) await yieldToEventLoop();
       const parsed = parseNodeTunnel(obj);
       if (parsed.ok) out.push(parsed.value);
       else
@@ -235,25 +310,44 @@ export class OverlayNetworkController {
     return out;
   }
 
-  private secretOf(overlay: string, node: string): V1Secret | undefined {
+  /** The key Secret's metadata (the cache holds no data). */
+  private secretOf(overlay: string, node: string): KubernetesObject | undefined {
     return this.deps.secrets.get(keySecretName(overlay, node), this.deps.namespace);
   }
 
-  /** Whether the key Secret decodes; each resourceVersion is decoded once. */
-  private decodable(overlay: string, secret: V1Secret): boolean {
+  /**
+   * Whether the key Secret (cached metadata) holds decodable material. Known when this process wrote or read
+   * it at this resourceVersion; a Secret carrying our plan digest that we never saw is trusted (a restarted
+   * operator reads nothing). Otherwise, above all when it changed behind our back, it is read and decoded.
+   */
+  private async decodable(overlay: string, secret: KubernetesObject): Promise<boolean> {
     const name = secret.metadata?.name ?? '';
     const resourceVersion = secret.metadata?.resourceVersion;
-    if (resourceVersion && this.keyMemo.get(name)?.resourceVersion === resourceVersion) return true;
-    const ok = decodeKeySecretData(secret.data).ok;
-    if (ok && resourceVersion) this.keyMemo.set(name, { overlay, resourceVersion });
-    return ok;
+    const memo = this.keyMemo.get(name);
+    if (resourceVersion && memo?.resourceVersion === resourceVersion) return true;
+    if (!memo && secret.metadata?.annotations?.[PLAN_DIGEST_ANNOTATION]) return true;
+    const read = await this.readKeySecret(name);
+    if (!read?.decoded.ok) return false;
+    if (read.resourceVersion) this.keyMemo.set(name, { overlay, resourceVersion: read.resourceVersion });
+    return true;
+  }
+
+  /** One key Secret with its data, decoded; undefined when it does not exist. */
+  private async readKeySecret(
+    name: string,
+  ): Promise<
+    { resourceVersion: string | undefined; decoded: ReturnType<typeof decodeKeySecretData> } | undefined
+  > {
+    const secret = await this.deps.secretReader.read(this.deps.namespace, name);
+    if (!secret) return undefined;
+    return { resourceVersion: secret.metadata?.resourceVersion, decoded: decodeKeySecretData(secret.data) };
   }
 
   private async sync(scope: Scope, log: Logger): Promise<HandlerResult> {
     const { overlay, name } = scope;
     const spec = overlay.spec;
     const nodes = this.deps.nodes.list().map((n) => nodeView(n as V1Node));
-    const existing = new Map(this.tunnelsOf(name).map((t) => [t.spec.nodeName, t]));
+    const existing = new Map((await this.tunnelsOf(name)).map((t) => [t.spec.nodeName, t]));
     const desired = desiredTunnels(
       {
         name,
@@ -294,8 +388,9 @@ export class OverlayNetworkController {
     await this.syncTunnels(scope, desired.tunnels, existing, publicKeys);
     await this.deleteStaleSecrets(scope, new Set(desired.tunnels.keys()));
 
-    const memory = this.memory.get(name) ?? {
-      pairs: new Map(),
+    const previous = this.memory.get(name);
+    const memory: Memory = previous ?? {
+      encrypted: new PairSet(),
       members: new Set(),
       unusable: new Set(),
       exhausted: false,
@@ -308,14 +403,26 @@ export class OverlayNetworkController {
       scope.rotation && (scope.rotation.phase === 'Verifying' || scope.rotation.phase === 'CuttingOver')
         ? scope.rotation.targetEpoch
         : scope.epoch;
-    const pairs = computePairs(
+    // Pairs are judged one at a time and only remembered as bits: at 1,000 nodes there are 500k of them.
+    const encrypted = memory.encrypted.fresh();
+    const gained = new NameSample();
+    const lostPairs = new NameSample();
+    const pairs = await visitPairs(
       pairMembers,
       [...existing.values()]
         .filter((t) => desired.tunnels.has(t.spec.nodeName))
         .map((t) => ({ node: t.spec.nodeName, peers: t.status?.peers ?? [] })),
       scope.rotation?.phase === 'Verifying' ? runningEpoch : undefined,
+      (a, b, state, reason) => {
+        const was = memory.encrypted.has(a, b);
+        if (state === 'Encrypted') {
+          encrypted.add(a, b);
+          if (!was) gained.add(() => `${a}/${b}`);
+        } else if (was) lostPairs.add(() => `${a}/${b} (${reason()})`);
+      },
     );
-    this.pairEvents(scope, memory, pairs.pairs);
+    // The first pass after a start only learns the baseline: a restarted operator does not re-announce.
+    if (previous) this.pairEvents(scope, gained, lostPairs);
     const unusable = new Set(desired.unusable.map((u) => u.node));
     const newlyUnusable = desired.unusable.filter((u) => !memory.unusable.has(u.node));
     if (newlyUnusable.length > 0) {
@@ -333,7 +440,7 @@ export class OverlayNetworkController {
       });
     }
     this.memory.set(name, {
-      pairs: new Map(pairs.pairs.map((p) => [`${p.a}/${p.b}`, p.state])),
+      encrypted,
       members: new Set(desired.tunnels.keys()),
       unusable,
       exhausted: desired.exhausted.length > 0,
@@ -440,24 +547,29 @@ export class OverlayNetworkController {
     const agents = this.agentViews(members, tunnels);
     const target = scope.rotation?.targetEpoch ?? scope.epoch + 1;
     const live = new Set(agents.filter((a) => a.live).map((a) => a.node));
-    const atTarget = computePairs(
-      [...live],
-      [...tunnels.values()]
-        .filter((t) => live.has(t.spec.nodeName))
-        .map((t) => ({ node: t.spec.nodeName, peers: t.status?.peers ?? [] })),
-      target,
-    );
+    // Only the Verifying phase looks at the pairs (O(N²) at N live nodes): no other pass pays for them.
+    const atTarget = { total: 0, encrypted: 0, notEncrypted: [] as string[] };
+    if (scope.rotation?.phase === 'Verifying') {
+      const counts = await visitPairs(
+        [...live],
+        [...tunnels.values()]
+          .filter((t) => live.has(t.spec.nodeName))
+          .map((t) => ({ node: t.spec.nodeName, peers: t.status?.peers ?? [] })),
+        target,
+        (a, b, state) => {
+          if (state !== 'Encrypted') atTarget.notEncrypted.push(`${a}/${b}`);
+        },
+      );
+      atTarget.total = counts.total;
+      atTarget.encrypted = counts.encrypted;
+    }
     const step = nextRotationStep({
       now: scope.now,
       epoch: scope.epoch,
       rotation: scope.rotation,
       due,
       agents,
-      pairsAtTarget: {
-        total: atTarget.total,
-        encrypted: atTarget.encrypted,
-        notEncrypted: atTarget.pairs.filter((p) => p.state !== 'Encrypted').map((p) => `${p.a}/${p.b}`),
-      },
+      pairsAtTarget: atTarget,
       timings: this.timings,
     });
     switch (step.kind) {
@@ -550,16 +662,16 @@ export class OverlayNetworkController {
     let i = 0;
     for (const m of members) {
       if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
-      const secret = this.secretOf(scope.name, m.name);
-      const usable = secret && this.decodable(scope.name, secret);
-      if (usable) continue;
       const status = tunnels.get(m.name)?.status;
       // In use = a handshake succeeded with keys of this epoch. An agent that merely reports its peers as
-      // AwaitingPeer before its first Secret exists (every new node does) has used nothing.
+      // AwaitingPeer before its first Secret exists (every new node does) has used nothing. Only a Secret in
+      // use can be lost, so only those are checked (a check may read the Secret).
       const inUse =
         status?.appliedEpoch === scope.epoch &&
         (status.peers ?? []).some((p) => p.epoch === scope.epoch && p.state === 'Encrypted');
-      if (inUse) lost.push(m.name);
+      if (!inUse) continue;
+      const secret = this.secretOf(scope.name, m.name);
+      if (!secret || !(await this.decodable(scope.name, secret))) lost.push(m.name);
     }
     return lost;
   }
@@ -567,42 +679,51 @@ export class OverlayNetworkController {
   private async syncSecrets(scope: Scope, members: Member[], log: Logger): Promise<Map<string, string>> {
     const { overlay, name } = scope;
     const publicKeys = new Map<string, string>();
-    // Everything a plan depends on besides the Secret itself (whole Member objects, so a field added to Member
-    // later is covered too); members hashed once per pass, not per node.
-    const membersDigest = createHash('sha256').update(JSON.stringify(members)).digest('base64');
+    const common: Omit<KeyPlanInput, 'existing' | 'node' | 'members'> = {
+      overlay: name,
+      epoch: scope.epoch,
+      target: scope.rotation
+        ? { epoch: scope.rotation.targetEpoch, newPrivateKey: scope.rotation.scope === 'Keys' }
+        : undefined,
+      presharedKeys: overlay.spec.keys.presharedKeys,
+      custody: overlay.spec.keys.custody,
+    };
+    // Everything each plan depends on besides the Secret itself, for all members in one O(N) pass.
+    const digests = planDigests({ ...common, members });
     let i = 0;
     for (const m of members) {
       if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
       if (!m.envelopePublicKey) continue; // nothing can be sealed to this node yet
       const secretName = keySecretName(name, m.name);
       const current = this.secretOf(name, m.name);
-      const input: Omit<KeyPlanInput, 'existing'> = {
-        overlay: name,
-        node: m.name,
-        epoch: scope.epoch,
-        target: scope.rotation
-          ? { epoch: scope.rotation.targetEpoch, newPrivateKey: scope.rotation.scope === 'Keys' }
-          : undefined,
-        presharedKeys: overlay.spec.keys.presharedKeys,
-        custody: overlay.spec.keys.custody,
-        members,
-      };
-      const inputs = JSON.stringify({ ...input, members: membersDigest });
+      const inputs = digests.get(m.name) ?? '';
       const resourceVersion = current?.metadata?.resourceVersion;
+      const annotations = current?.metadata?.annotations ?? {};
       const memo = this.keyMemo.get(secretName);
-      if (resourceVersion && memo?.resourceVersion === resourceVersion && memo.inputs === inputs) {
-        // Same Secret, same inputs: the plan would be this Secret again (a plan is random only when it changes).
-        if (memo.publicKey) publicKeys.set(m.name, memo.publicKey);
+      // Same inputs as the Secret was planned from, and the Secret is as planned (we saw this resourceVersion,
+      // or it carries our digest and we never saw it change): the plan would be this Secret again (a plan is
+      // random only when it changes), so its data need not be read.
+      const upToDate =
+        resourceVersion !== undefined &&
+        ((memo?.resourceVersion === resourceVersion && memo.inputs === inputs) ||
+          (annotations[PLAN_DIGEST_ANNOTATION] === inputs &&
+            (memo === undefined || memo.resourceVersion === resourceVersion)));
+      if (upToDate) {
+        const publicKey = memo?.publicKey ?? annotations[PUBLIC_KEY_ANNOTATION];
+        if (publicKey) publicKeys.set(m.name, publicKey);
         continue;
       }
-      const decoded = current ? decodeKeySecretData(current.data) : undefined;
-      const existing: KeySecretPayload | undefined = decoded?.ok ? decoded.payload : undefined;
-      const plan = planKeySecret({ ...input, existing }, this.deps.sealer);
+      const stored = current ? await this.readKeySecret(secretName) : undefined;
+      const existing: KeySecretPayload | undefined = stored?.decoded.ok ? stored.decoded.payload : undefined;
+      const plan = planKeySecret({ ...common, node: m.name, members, existing }, this.deps.sealer);
       if (plan.publicKey) publicKeys.set(m.name, plan.publicKey);
-      if (!plan.changed && current) {
-        if (resourceVersion) {
-          this.keyMemo.set(secretName, { overlay: name, resourceVersion, inputs, publicKey: plan.publicKey });
-        }
+      if (!plan.changed && stored?.resourceVersion) {
+        this.keyMemo.set(secretName, {
+          overlay: name,
+          resourceVersion: stored.resourceVersion,
+          inputs,
+          publicKey: plan.publicKey,
+        });
         continue;
       }
       const body: V1Secret = {
@@ -612,17 +733,20 @@ export class OverlayNetworkController {
           name: secretName,
           namespace: this.deps.namespace,
           labels: { ...MANAGED_BY, [OVERLAY_LABEL]: name, [NODE_LABEL]: m.name },
-          ...(current?.metadata?.resourceVersion
-            ? { resourceVersion: current.metadata.resourceVersion }
-            : {}),
+          annotations: {
+            [PLAN_DIGEST_ANNOTATION]: inputs,
+            ...(plan.publicKey ? { [PUBLIC_KEY_ANNOTATION]: plan.publicKey } : {}),
+          },
+          ...(stored?.resourceVersion ? { resourceVersion: stored.resourceVersion } : {}),
         },
         type: KEY_SECRET_TYPE,
         data: encodeKeySecretData(plan.payload),
       };
-      if (current) await this.deps.writer.replaceSecret(this.deps.namespace, secretName, body);
+      let written: string | undefined;
+      if (stored) written = await this.deps.writer.replaceSecret(this.deps.namespace, secretName, body);
       else {
         try {
-          await this.deps.writer.createSecret(this.deps.namespace, body);
+          written = await this.deps.writer.createSecret(this.deps.namespace, body);
         } catch (err) {
           // Our own earlier create, not yet in the cache: its watch event brings us back to compare.
           if (!isAlreadyExists(err)) throw err;
@@ -630,6 +754,14 @@ export class OverlayNetworkController {
           publicKeys.delete(m.name); // the key planned here was not stored: do not announce it
           continue;
         }
+      }
+      if (written) {
+        this.keyMemo.set(secretName, {
+          overlay: name,
+          resourceVersion: written,
+          inputs,
+          publicKey: plan.publicKey,
+        });
       }
       if (plan.newPairs.length > 0) {
         log.info({ node: m.name, pairs: plan.newPairs.length, epoch: scope.epoch }, 'sealed new pair keys');
@@ -730,32 +862,19 @@ export class OverlayNetworkController {
     }
   }
 
-  private pairEvents(
-    scope: Scope,
-    memory: Memory,
-    pairs: ReadonlyArray<{ a: string; b: string; state: PairState; reason: string }>,
-  ): void {
-    // The first pass after a start only learns the baseline: a restarted operator does not re-announce.
-    if (!this.memory.has(scope.name)) return;
-    const encrypted: string[] = [];
-    const lost: string[] = [];
-    for (const p of pairs) {
-      const before = memory.pairs.get(`${p.a}/${p.b}`);
-      if (p.state === 'Encrypted' && before !== 'Encrypted') encrypted.push(`${p.a}/${p.b}`);
-      if (p.state !== 'Encrypted' && before === 'Encrypted') lost.push(`${p.a}/${p.b} (${p.reason})`);
-    }
-    if (encrypted.length > 0) {
+  private pairEvents(scope: Scope, encrypted: NameSample, lost: NameSample): void {
+    if (encrypted.count > 0) {
       scope.events.push({
         type: 'Normal',
         reason: 'PairEncrypted',
-        message: `${encrypted.length} pair(s) encrypted: ${listNames(encrypted)}`,
+        message: `${encrypted.count} pair(s) encrypted: ${encrypted.text()}`,
       });
     }
-    if (lost.length > 0) {
+    if (lost.count > 0) {
       scope.events.push({
         type: 'Warning',
         reason: 'PairLostEncryption',
-        message: `${lost.length} pair(s) lost encryption: ${listNames(lost)}`,
+        message: `${lost.count} pair(s) lost encryption: ${lost.text()}`,
       });
     }
   }

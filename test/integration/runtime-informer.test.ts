@@ -192,3 +192,38 @@ test('a relist after a disconnection emits the adds, updates and deletions misse
   expect(informer.get('change', ns)?.data).toEqual({ v: '2' });
   await informer.stop();
 });
+
+test("metadataOnly: list and watch deliver PartialObjectMetadata without the objects' data", async () => {
+  await createCm('meta-pre', { big: 'x'.repeat(1000) });
+  const { informer, events } = newInformer(new KubeRest(kc), { metadataOnly: true });
+  informer.start();
+  await informer.waitForSync();
+  const listed = informer.get('meta-pre', ns) as unknown as Record<string, unknown>;
+  expect(listed).toMatchObject({
+    kind: 'PartialObjectMetadata',
+    apiVersion: 'meta.k8s.io/v1',
+    metadata: { name: 'meta-pre', labels: labelled },
+  });
+  expect(listed.data).toBeUndefined();
+
+  await createCm('meta-new', { k: 'v' });
+  await waitFor('add meta-new', () => informer.get('meta-new', ns) !== undefined);
+  const rvBefore = informer.get('meta-new', ns)?.metadata?.resourceVersion;
+  await patchData('meta-new', { k: 'changed' });
+  await waitFor(
+    'update meta-new',
+    () => informer.get('meta-new', ns)?.metadata?.resourceVersion !== rvBefore,
+  );
+  const watched = informer.get('meta-new', ns) as unknown as Record<string, unknown>;
+  expect(watched).toMatchObject({ kind: 'PartialObjectMetadata', metadata: { name: 'meta-new' } });
+  expect(watched.data).toBeUndefined();
+  await deleteCm('meta-new');
+  await waitFor('delete meta-new', () => informer.get('meta-new', ns) === undefined);
+  expect(events.filter((e) => e.includes('meta-'))).toEqual([
+    'add meta-pre',
+    'add meta-new',
+    'update meta-new',
+    'delete meta-new',
+  ]);
+  await informer.stop();
+});

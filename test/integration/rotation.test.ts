@@ -260,9 +260,11 @@ test('missing acknowledgements abort with the old epoch kept and a reason; an ex
   await a.stage(2, generateKeyPair().publicKey);
   await b.stage(2, generateKeyPair().publicKey);
   // c is live but never acknowledges
-  const aborted = await until('Backoff', async () => {
+  // The phase is written before the rest of the pass's status (conditions): wait for both.
+  const aborted = await until('Backoff and Degraded', async () => {
     const s = await status(name);
-    return s.rotation?.phase === 'Backoff' ? s : undefined;
+    const degraded = s.conditions?.find((x) => x.type === 'Degraded');
+    return s.rotation?.phase === 'Backoff' && degraded?.reason === 'RotationAborted' ? s : undefined;
   });
   expect(aborted.epoch).toBe(1);
   expect(aborted.rotation?.reason).toContain(c.node);

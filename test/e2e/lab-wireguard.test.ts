@@ -2,13 +2,13 @@
 // WgCliDevice on both nodes (node 1 driven from this process through nsenter, node 2 by a script running
 // inside the node the way the agent will), pings over the tunnel, and a capture on the underlay bridge that
 // must show WireGuard UDP between the nodes and nothing else: no ICMP, no plaintext payload.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { WgCliDevice } from '../../agent/device/wgcli.js';
 import { encodeKey, fingerprint, generateKeyPair, generatePresharedKey } from '../../lib/keys.js';
 import { kubeConfig, kubeconfigPath, repoRoot } from '../support/cluster.js';
+import { startCapture } from '../support/capture.js';
 import { Lab, type LabNode } from '../support/lab.js';
 
 const PORT = 51820;
@@ -281,69 +281,6 @@ test(
   },
   TIMEOUT,
 );
-
-interface Captured {
-  /** `tcpdump -nn` lines */
-  lines: string[];
-  /** the pcap file: frames as they crossed the bridge */
-  raw: Buffer;
-}
-
-/**
- * tcpdump on the underlay bridge into a pcap under the lab dir; bounded by count and time. Immediate mode:
- * otherwise packets wait in the capture ring for up to a second and a stop right after the traffic loses them.
- */
-async function startCapture(l: Lab): Promise<{ stop: () => Promise<Captured> }> {
-  const file = resolve(l.dir, `underlay-${Date.now()}.pcap`);
-  const child: ChildProcess = spawn(
-    'nsenter',
-    [
-      `--net=${l.underlayNetns}`,
-      '--',
-      'timeout',
-      '60',
-      'tcpdump',
-      '--immediate-mode',
-      '-i',
-      'br0',
-      '-nn',
-      '-U',
-      '-c',
-      '5000',
-      '-w',
-      file,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  let stderr = '';
-  await new Promise<void>((ready, fail) => {
-    const timer = setTimeout(() => fail(new Error(`tcpdump did not start: ${stderr}`)), 10_000);
-    child.stderr?.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes('listening on')) {
-        clearTimeout(timer);
-        ready();
-      }
-    });
-    child.once('exit', () => {
-      clearTimeout(timer);
-      fail(new Error(`tcpdump exited early: ${stderr}`));
-    });
-  });
-  return {
-    stop: async () => {
-      await new Promise((r) => setTimeout(r, 300)); // last replies in flight
-      child.kill('SIGINT'); // timeout(1) passes it on to tcpdump
-      await exited;
-      const read = spawn('tcpdump', ['-r', file, '-nn'], { stdio: ['ignore', 'pipe', 'ignore'] });
-      let out = '';
-      read.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      await new Promise((r) => read.once('exit', r));
-      return { lines: out.split('\n').filter((x) => x !== ''), raw: readFileSync(file) };
-    },
-  };
-}
 
 function esc(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

@@ -7,7 +7,12 @@
 //   3. operator writes during an idle window (BENCH_IDLE_SECONDS, default 120);
 //   4. the operator's peak RSS (VmHWM);
 //   5. the longest the operator's event loop was blocked in each phase (its gauge
-//      `sealmesh_event_loop_delay_max_seconds`, reset by each scrape, so the bench takes the max of its scrapes).
+//      `sealmesh_event_loop_delay_max_seconds`, reset by each scrape, so the bench takes the max of its scrapes);
+//   6. a full rotation (scope Keys) of the largest overlay: time from the sealmesh.io/rotate annotation to the
+//      new epoch in effect and in each phase, operator writes per node (target <= 2: each key Secret at stage
+//      and at completion), worst event-loop block and peak RSS. The fleet holds a liveness Lease per node,
+//      acknowledges staging and, after the cutover instant, reports every peer Encrypted at the new epoch
+//      (one ~130 KB status patch per node at N=1000); its own time is reported apart from the operator's.
 // The operator runs as the Docker image runs it: compiled JS (`tsc -p tsconfig.build.json`, built here into
 // .local/bench/dist so that no other build in the tree races it), not under tsx (~110 MiB more RSS).
 // Writes are read from the operator's own counter `sealmesh_operator_writes_total{kind}` on /metrics.
@@ -19,6 +24,7 @@ import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import {
+  CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
   PatchStrategy,
@@ -34,11 +40,14 @@ import {
   OVERLAY_LABEL,
   OVERLAY_NETWORK_KIND,
   OVERLAY_NETWORK_PLURAL,
+  ROTATE_ANNOTATION,
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
+import { agentLeaseName } from '../../agent/liveness.js';
 import { coreResources, customResource, describeError, isNotFound } from '../../lib/kube.js';
 import { KEY_SECRET_DATA_KEY } from '../../lib/keysecret.js';
 import { Informer } from '../../lib/runtime/informer.js';
+import { KubeLeaseClient } from '../../lib/runtime/leader.js';
 import { KubeRest } from '../../lib/runtime/rest.js';
 import { kubeConfig, repoRoot } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
@@ -59,7 +68,7 @@ const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((f) =>
 /** BENCH_PROFILE=1: the operator writes a V8 CPU profile into .local/bench/ when it exits */
 const PROFILE = process.env.BENCH_PROFILE === '1';
 
-const TARGETS = { joinWrites: 3, idleWrites: 0, peakRssMiB: 256, loopBlockMs: 100 };
+const TARGETS = { joinWrites: 3, idleWrites: 0, peakRssMiB: 256, loopBlockMs: 100, rotationWritesPerNode: 2 };
 const RUN_LABEL = 'bench.sealmesh.io/run';
 const SET_LABEL = 'bench.sealmesh.io/set';
 const OUT_DIR = resolve(repoRoot, '.local', 'bench');
@@ -819,6 +828,267 @@ async function idlePhase(op: OperatorProcess): Promise<IdleFigures> {
   };
 }
 
+interface RotationFigures {
+  /** members of the overlay (the largest size plus the node that joined) */
+  n: number;
+  targetEpoch: number;
+  /** trigger (annotation written) -> status.epoch == target with no rotation in status */
+  seconds: number;
+  /** seconds from the trigger to the operator entering each phase, as seen by a watch on the overlay */
+  phaseAt: Record<string, number>;
+  /** seconds in each phase (Staging until CuttingOver, CuttingOver until Verifying, Verifying until done) */
+  phaseSeconds: Record<string, number>;
+  /** the simulated fleet's own time: all staging acknowledgements, all post-cutover reports */
+  fleetStageSeconds: number;
+  fleetApplySeconds: number;
+  /** how long after the cutover instant the fleet finished its reports (the operator's verify timeout runs from it) */
+  fleetApplyAfterCutoverSeconds: number;
+  fleetApplyBytesPerPatch: number;
+  fleetStatusWrites: number;
+  writes: Record<string, number>;
+  objectWrites: number;
+  writesPerNode: number;
+  events: number;
+  /** a RotationIncomplete Event for this overlay: the operator gave up waiting for pairs (verify timeout) */
+  incomplete: string | undefined;
+  reconciles: number;
+  reconcileErrors: number;
+  loopBlockMs: number;
+  /** per phase ('done' = after completion until the operator settled: the Secret rewrites to epoch T only) */
+  loopBlockMsByPhase: Record<string, number>;
+  writesByPhase: Record<string, Record<string, number>>;
+  peakRssMiB: number;
+}
+
+interface RotationStatusView {
+  phase?: string;
+  targetEpoch?: number;
+  cutoverTime?: string;
+}
+
+/** A full rotation (scope Keys) of the largest overlay, with the simulated fleet playing the agents' part. */
+async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<RotationFigures> {
+  const state = phaseState.get(n)!;
+  const { overlay, fleet } = state;
+  const tunnels = [...fleet.seen.keys()].sort();
+  const nodes = tunnels.map((t) => t.slice(t.indexOf('.') + 1));
+  const members = nodes.length;
+  log(`rotation: ${members} members; creating their liveness Leases and fresh keys`);
+  // Liveness: the operator waits only for agents whose Lease is fresh; one long Lease per node covers the phase.
+  const leases = new KubeLeaseClient(lab.kc);
+  await pool(nodes, CONCURRENCY, async (node) => {
+    const now = Date.now();
+    await leases.create(keyNamespace, agentLeaseName(node), {
+      holderIdentity: node,
+      leaseDurationSeconds: 600,
+      acquireTime: now,
+      renewTime: now,
+      leaseTransitions: 0,
+    });
+  });
+  // Keys made before the trigger so key generation never runs inside the timed window.
+  const staged = new Map(nodes.map((node) => [node, x25519Public()]));
+
+  // The overlay, watched: phase transitions are timed from its events, not polled.
+  const overlayInformer = new Informer<KubernetesObject>({
+    client: lab.rest,
+    resource: customResource(GROUP, VERSION, OVERLAY_NETWORK_PLURAL, { kind: OVERLAY_NETWORK_KIND }),
+    fieldSelector: `metadata.name=${overlay}`,
+  });
+  const phaseAt = new Map<string, number>();
+  // A scrape at each phase change attributes event-loop blocks and writes to the phase that just ended.
+  const loopByPhase: Record<string, number> = {};
+  const writesByPhase: Record<string, Record<string, number>> = {};
+  let lastPhase: string | undefined;
+  let lastScrape: Promise<Metrics> | undefined;
+  const phaseChange = (next: string): void => {
+    const ended = lastPhase;
+    lastPhase = next;
+    if (ended === undefined || !lastScrape) return;
+    const prev = lastScrape;
+    lastScrape = (async () => {
+      const from = await prev;
+      const ms = await op.takeLoopMaxMs();
+      const to = await op.metrics();
+      loopByPhase[ended] = Math.round(ms);
+      writesByPhase[ended] = writeDelta(from, to);
+      return to;
+    })();
+    lastScrape.catch(() => undefined);
+  };
+  let current: { epoch: number; rotation: RotationStatusView | undefined } = {
+    epoch: 0,
+    rotation: undefined,
+  };
+  let onChange = (): void => undefined;
+  const onOverlay = (obj: KubernetesObject): void => {
+    const st = (obj as { status?: { epoch?: number; rotation?: RotationStatusView } }).status;
+    current = { epoch: st?.epoch ?? 0, rotation: st?.rotation };
+    const phase = st?.rotation?.phase;
+    if (phase && !phaseAt.has(phase)) {
+      phaseAt.set(phase, Date.now());
+      phaseChange(phase);
+    }
+    onChange();
+  };
+  overlayInformer.addHandler({ onAdd: onOverlay, onUpdate: (_old, obj) => onOverlay(obj) });
+  overlayInformer.start();
+  await overlayInformer.waitForSync();
+  const startEpoch = current.epoch;
+  const target = startEpoch + 1;
+  if (current.rotation) throw new Error(`overlay ${overlay} already has a rotation in status`);
+
+  const before = await op.settle('before the rotation');
+  op.peakRssKiB = 0;
+  await op.takeLoopMaxMs();
+  lastScrape = Promise.resolve(before);
+  const published = fleet.published;
+  let fleetWrites = 0;
+  const patchStatus = async (tunnel: string, status: Record<string, unknown>): Promise<void> => {
+    await lab.custom.patchClusterCustomObjectStatus(
+      { group: GROUP, version: VERSION, plural: NODE_TUNNEL_PLURAL, name: tunnel, body: { status } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    fleetWrites++;
+  };
+
+  // The fleet's part, driven by the overlay watch: acknowledge staging once, report the cutover once.
+  let failure: Error | undefined;
+  let stage: { started: number; done: number } | undefined;
+  let apply: { started: number; done: number; cutover: number; bytes: number } | undefined;
+  const fail = (what: string) => (err: unknown) => {
+    failure ??= new Error(`simulated agents failed to ${what}: ${describeError(err)}`);
+  };
+  const doStage = async (): Promise<void> => {
+    const started = Date.now();
+    stage = { started, done: 0 };
+    await pool(tunnels, CONCURRENCY, (tunnel) => {
+      const node = tunnel.slice(tunnel.indexOf('.') + 1);
+      return patchStatus(tunnel, { stagedEpoch: target, stagedPublicKey: staged.get(node)! });
+    });
+    stage.done = Date.now();
+    log(`rotation: fleet staged all ${members} in ${((stage.done - started) / 1000).toFixed(1)} s`);
+  };
+  const doApply = async (cutover: number): Promise<void> => {
+    // Claimed before the wait, so overlay events during it do not start the reports again.
+    apply = { started: 0, done: 0, cutover, bytes: 0 };
+    const wait = cutover - Date.now();
+    if (wait > 0) await sleep(wait);
+    const started = Date.now();
+    apply.started = started;
+    const since = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    await pool(tunnels, CONCURRENCY, async (tunnel) => {
+      const node = tunnel.slice(tunnel.indexOf('.') + 1);
+      const peers = nodes
+        .filter((p) => p !== node)
+        .map((p) => ({ node: p, state: 'Encrypted', since, epoch: target, lastHandshakeTime: since }));
+      const status = {
+        appliedEpoch: target,
+        publicKey: staged.get(node)!,
+        peers,
+        summary: { encrypted: peers.length, total: peers.length },
+        peersSummary: `${peers.length}/${peers.length}`,
+      };
+      if (apply!.bytes === 0) apply!.bytes = JSON.stringify({ status }).length;
+      await patchStatus(tunnel, status);
+    });
+    apply.done = Date.now();
+    log(
+      `rotation: fleet reported epoch ${target} for all ${members} in ${((apply.done - started) / 1000).toFixed(1)} s ` +
+        `(${((apply.done - cutover) / 1000).toFixed(1)} s after the cutover instant)`,
+    );
+  };
+  onChange = () => {
+    const r = current.rotation;
+    if (r?.targetEpoch !== target) return;
+    if (r.phase === 'Staging' && !stage) void doStage().catch(fail('acknowledge staging'));
+    if ((r.phase === 'CuttingOver' || r.phase === 'Verifying') && r.cutoverTime && !apply && stage?.done)
+      void doApply(new Date(r.cutoverTime).getTime()).catch(fail('report the cutover'));
+  };
+
+  log(`rotation: requesting a rotation (scope Keys) of ${overlay}, epoch ${startEpoch} -> ${target}`);
+  const t0 = Date.now();
+  try {
+    await lab.custom.patchClusterCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+        name: overlay,
+        body: { metadata: { annotations: { [ROTATE_ANNOTATION]: `bench-${t0}` } } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    const doneAt = await until(
+      `rotation of ${overlay} to epoch ${target} to complete`,
+      () => {
+        if (failure) throw failure;
+        fleet.check();
+        // A CuttingOver seen after the fleet staged may have arrived before doStage finished: re-check.
+        onChange();
+        if (current.rotation?.phase === 'Backoff')
+          throw new Error(`rotation aborted (Backoff): ${JSON.stringify(current.rotation)}`);
+        return current.epoch === target && !current.rotation ? Date.now() : undefined;
+      },
+      500,
+    );
+    phaseAt.set('done', doneAt);
+    phaseChange('done');
+    await lastScrape;
+  } finally {
+    onChange = () => undefined;
+    await overlayInformer.stop();
+  }
+  const seconds = (phaseAt.get('done')! - t0) / 1000;
+  log(
+    `rotation: epoch ${target} in effect after ${seconds.toFixed(1)} s; waiting for the operator to settle`,
+  );
+  const settled = await lastScrape;
+  const after = await op.settle('after the rotation');
+  loopByPhase.done = Math.round(await op.takeLoopMaxMs());
+  writesByPhase.done = writeDelta(settled, after);
+  const loopBlockMs = Math.max(0, ...Object.values(loopByPhase));
+  const events = (await lab.core.listNamespacedEvent({
+    namespace: 'default',
+    fieldSelector: `involvedObject.name=${overlay}`,
+  })) as { items: Array<{ reason?: string; message?: string; lastTimestamp?: Date; eventTime?: Date }> };
+  const incomplete = events.items.find(
+    (e) => e.reason === 'RotationIncomplete' && (e.message ?? '').includes(`${target}`),
+  );
+  const writes = writeDelta(before, after);
+  const order = ['Staging', 'CuttingOver', 'Verifying', 'done'];
+  const phaseSeconds: Record<string, number> = {};
+  for (let i = 0; i + 1 < order.length; i++) {
+    const a = phaseAt.get(order[i]!);
+    const b = phaseAt.get(order[i + 1]!);
+    if (a !== undefined && b !== undefined) phaseSeconds[order[i]!] = (b - a) / 1000;
+  }
+  const objectWrites = sum(writes, OBJECT_KINDS);
+  return {
+    n: members,
+    targetEpoch: target,
+    seconds,
+    phaseAt: Object.fromEntries([...phaseAt].map(([k, v]) => [k, (v - t0) / 1000])),
+    phaseSeconds,
+    fleetStageSeconds: stage ? (stage.done - stage.started) / 1000 : NaN,
+    fleetApplySeconds: apply ? (apply.done - apply.started) / 1000 : NaN,
+    fleetApplyAfterCutoverSeconds: apply ? (apply.done - apply.cutover) / 1000 : NaN,
+    fleetApplyBytesPerPatch: apply?.bytes ?? 0,
+    fleetStatusWrites: fleetWrites + (fleet.published - published),
+    writes,
+    objectWrites,
+    writesPerNode: objectWrites / members,
+    events: writes.event ?? 0,
+    incomplete: incomplete?.message?.slice(0, 300),
+    reconciles: after.reconciles - before.reconciles,
+    reconcileErrors: after.reconcileErrors - before.reconcileErrors,
+    loopBlockMs,
+    loopBlockMsByPhase: loopByPhase,
+    writesByPhase,
+    peakRssMiB: op.peakRssKiB / 1024,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // report
 
@@ -830,6 +1100,7 @@ interface Report {
   creation: CreationFigures[];
   join?: JoinFigures;
   idle?: IdleFigures;
+  rotation?: RotationFigures;
   rss?: { peakMiB: number; sampledPeakMiB: number };
   /** the operator's RSS once started, before any overlay exists (runtime + libraries) */
   rssAtStartMiB?: number;
@@ -878,6 +1149,33 @@ function table(r: Report): string {
     ]);
     rows.push(loopRow(`idle ${r.idle.seconds} s: longest event-loop block`, r.idle.loopBlockMs));
   }
+  if (r.rotation) {
+    const ro = r.rotation;
+    const at = `rotation at N=${ro.n}`;
+    rows.push([`${at}: trigger -> epoch ${ro.targetEpoch} in effect`, `${ro.seconds.toFixed(1)} s`, '-', '']);
+    for (const [phase, s] of Object.entries(ro.phaseSeconds))
+      rows.push([`${at}: time in ${phase}`, `${s.toFixed(1)} s`, '-', '']);
+    rows.push([
+      `${at}: simulated fleet: staging acks / post-cutover reports`,
+      `${ro.fleetStageSeconds.toFixed(1)} s / ${ro.fleetApplySeconds.toFixed(1)} s`,
+      '-',
+      '',
+    ]);
+    rows.push([
+      `${at}: operator object writes per node (${ro.objectWrites} / ${ro.n})`,
+      ro.writesPerNode.toFixed(2),
+      `<= ${TARGETS.rotationWritesPerNode}`,
+      verdict(ro.writesPerNode <= TARGETS.rotationWritesPerNode),
+    ]);
+    rows.push([
+      `${at}: completed with every pair Encrypted (no RotationIncomplete)`,
+      ro.incomplete === undefined ? 'yes' : 'no',
+      'yes',
+      verdict(ro.incomplete === undefined),
+    ]);
+    rows.push(loopRow(`${at}: longest event-loop block`, ro.loopBlockMs));
+    rows.push([`${at}: operator RSS peak during phase`, `${ro.peakRssMiB.toFixed(0)} MiB`, '-', '']);
+  }
   if (r.rss) {
     rows.push([
       'operator peak RSS (VmHWM)',
@@ -910,6 +1208,20 @@ function table(r: Report): string {
   }
   if (r.idle)
     lines.push(`idle detail: writes ${JSON.stringify(r.idle.byKind)}; ${r.idle.reconciles} reconciles`);
+  if (r.rotation) {
+    const ro = r.rotation;
+    lines.push(
+      `rotation detail: operator writes ${JSON.stringify(ro.writes)}; ${ro.reconciles} reconciles ` +
+        `(${ro.reconcileErrors} errors); phases entered at ${JSON.stringify(ro.phaseAt)} s after the trigger; ` +
+        `simulated agent status writes ${ro.fleetStatusWrites}, ${(ro.fleetApplyBytesPerPatch / 1024).toFixed(0)} KiB ` +
+        `per post-cutover patch, last one ${ro.fleetApplyAfterCutoverSeconds.toFixed(1)} s after the cutover instant`,
+    );
+    lines.push(
+      `rotation by phase ('done' = completion until settled): longest event-loop block (ms) ` +
+        `${JSON.stringify(ro.loopBlockMsByPhase)}; operator writes ${JSON.stringify(ro.writesByPhase)}`,
+    );
+    if (ro.incomplete !== undefined) lines.push(`rotation incomplete: ${ro.incomplete}`);
+  }
   if (r.rss) {
     lines.push(
       `RSS detail: ${r.rssAtStartMiB?.toFixed(0) ?? '?'} MiB once started (no overlay); ` +
@@ -976,6 +1288,7 @@ async function main(): Promise<number> {
     const largest = sorted[sorted.length - 1]!;
     report.join = await joinPhase(lab, op, largest);
     report.idle = await idlePhase(op);
+    report.rotation = await rotationPhase(lab, op, largest);
     op.sample();
     report.rss = { peakMiB: (op.hwmKiB() ?? 0) / 1024, sampledPeakMiB: op.peakRssKiB / 1024 };
   } catch (err) {
@@ -1012,6 +1325,10 @@ async function main(): Promise<number> {
       // No namespace controller runs in the local control plane: empty the namespace ourselves.
       await lab.core.deleteCollectionNamespacedSecret({ namespace: ns }).catch(() => undefined);
       await lab.core.deleteCollectionNamespacedConfigMap({ namespace: ns }).catch(() => undefined);
+      await lab.kc
+        .makeApiClient(CoordinationV1Api)
+        .deleteCollectionNamespacedLease({ namespace: ns })
+        .catch(() => undefined);
       await lab.core.deleteNamespace({ name: ns }).catch(() => undefined);
     }
   }

@@ -75,7 +75,7 @@ test('a Keys rotation also needs the staged public key', () => {
 test('missing acknowledgements abort with the reason and back off, then retry the same epoch', () => {
   const step = nextRotationStep({
     ...base,
-    now: at(60),
+    now: at(61),
     rotation: staging,
     agents: [
       { node: 'a', live: true, ...staged(5) },
@@ -84,12 +84,12 @@ test('missing acknowledgements abort with the reason and back off, then retry th
   });
   expect(step).toMatchObject({
     kind: 'abort',
-    rotation: { phase: 'Backoff', retryTime: '2026-01-01T00:01:30Z' },
+    rotation: { phase: 'Backoff', retryTime: '2026-01-01T00:01:31Z' },
   });
   if (step.kind !== 'abort') throw new Error('unreachable');
   expect(step.reason).toContain('b');
   expect(nextRotationStep({ ...base, now: at(61), rotation: step.rotation }).kind).toBe('wait');
-  expect(nextRotationStep({ ...base, now: at(90), rotation: step.rotation })).toMatchObject({
+  expect(nextRotationStep({ ...base, now: at(91), rotation: step.rotation })).toMatchObject({
     kind: 'retry',
     rotation: { phase: 'Staging', targetEpoch: 5, attempt: 2 },
   });
@@ -98,11 +98,11 @@ test('missing acknowledgements abort with the reason and back off, then retry th
 test('backoff doubles per attempt', () => {
   const step = nextRotationStep({
     ...base,
-    now: at(60),
+    now: at(61),
     rotation: { ...staging, attempt: 3 },
     agents: [{ node: 'a', live: true }],
   });
-  expect(step).toMatchObject({ kind: 'abort', rotation: { retryTime: '2026-01-01T00:03:00Z' } });
+  expect(step).toMatchObject({ kind: 'abort', rotation: { retryTime: '2026-01-01T00:03:01Z' } });
 });
 
 test('cutover instant, then verify, then complete when every pair is at the target epoch', () => {
@@ -130,4 +130,12 @@ test('verification gives up after its timeout and completes naming the pairs lef
     kind: 'complete',
     incomplete: ['a/b'],
   });
+});
+
+test('the staging timeout grows with the number of agents', () => {
+  const agents = Array.from({ length: 1000 }, (_, i) => ({ node: `n${i}`, live: true }));
+  // 60 s + 1000 × 100 ms = 160 s: at 100 s a 1,000-node overlay is still staging, a 2-node one has aborted.
+  expect(nextRotationStep({ ...base, now: at(100), rotation: staging, agents }).kind).toBe('wait');
+  expect(nextRotationStep({ ...base, now: at(100), rotation: staging }).kind).toBe('abort');
+  expect(nextRotationStep({ ...base, now: at(160), rotation: staging, agents }).kind).toBe('abort');
 });

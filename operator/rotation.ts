@@ -27,8 +27,14 @@ export interface AgentView {
 }
 
 export interface RotationTimings {
-  /** how long live agents have to acknowledge staging before the attempt aborts */
+  /** how long live agents have to acknowledge staging before the attempt aborts ... */
   stageTimeoutMs: number;
+  /**
+   * ... plus this much per agent: the operator seals and writes every node's Secret before that node can
+   * stage (at 1,000 nodes that alone took 47–67 s in the bench), so a fixed timeout would abort large
+   * overlays every time.
+   */
+  stagePerAgentMs: number;
   /** how far in the future the cutover instant is set, so every agent sees it in time */
   cutoverDelayMs: number;
   /** how long to wait for every pair at the new epoch before completing anyway */
@@ -40,6 +46,7 @@ export interface RotationTimings {
 
 export const DEFAULT_TIMINGS: RotationTimings = {
   stageTimeoutMs: 60_000,
+  stagePerAgentMs: 100,
   cutoverDelayMs: 3_000,
   verifyTimeoutMs: 120_000,
   backoffBaseMs: 30_000,
@@ -123,12 +130,13 @@ export function nextRotationStep(i: RotationInput): RotationStep {
           },
         };
       }
-      const deadline = ms(r.startTime) + i.timings.stageTimeoutMs;
+      const stageMs = i.timings.stageTimeoutMs + i.timings.stagePerAgentMs * i.agents.length;
+      const deadline = ms(r.startTime) + stageMs;
       if (now >= deadline) {
         const reason =
           live.length === 0
             ? 'no live agent to stage the new keys'
-            : `not staged within ${i.timings.stageTimeoutMs / 1000}s by: ${missing
+            : `not staged within ${stageMs / 1000}s by: ${missing
                 .map((a) => a.node)
                 .slice(0, 10)
                 .join(', ')}${missing.length > 10 ? ` (+${missing.length - 10} more)` : ''}`;

@@ -236,7 +236,9 @@ test('a manual rotation stages, cuts over when every agent acknowledged, verifie
   await reportAll(agents, 2);
   const done = await until('completed', async () => {
     const s = await status(name);
-    return s.epoch === 2 && !s.rotation ? s : undefined;
+    // Completion is written mid-pass; the pair counts and Rotating=False come with the pass's last write.
+    const rotating = s.conditions?.find((c) => c.type === 'Rotating');
+    return s.epoch === 2 && !s.rotation && rotating?.status === 'False' ? s : undefined;
   });
   expect(done.lastRotationTime).toBeDefined();
   expect(done.encryptedSummary).toBe('3/3');
@@ -287,7 +289,9 @@ test('missing acknowledgements abort with the old epoch kept and a reason; an ex
   await reportAll([a, b], 2);
   const done = await until('completed', async () => {
     const s = await status(name);
-    return s.epoch === 2 && !s.rotation ? s : undefined;
+    // Completion is written mid-pass; the pair counts and Rotating=False come with the pass's last write.
+    const rotating = s.conditions?.find((c) => c.type === 'Rotating');
+    return s.epoch === 2 && !s.rotation && rotating?.status === 'False' ? s : undefined;
   });
   // c did not take part: its pairs are not encrypted at the new epoch until it converges.
   expect(done.encryptedSummary).toBe('1/3');

@@ -3,17 +3,16 @@
 // it with its envelope private key and the operator's published public key. box is authenticated, so a
 // value sealed by anyone but the operator fails to open: that is the "sealed by the operator" check.
 import nacl from 'tweetnacl';
+import { generatePresharedKey, type RandomBytes } from './keys.js';
 
 export interface BoxKeyPair {
   publicKey: Uint8Array;
   secretKey: Uint8Array;
 }
 
-export type RandomBytes = (n: number) => Uint8Array;
+export type { RandomBytes };
 
 const defaultRandom: RandomBytes = (n) => nacl.randomBytes(n);
-
-export const KEY_LENGTH = 32;
 
 export class SealError extends Error {}
 
@@ -30,44 +29,44 @@ export function boxKeyPairFromSecret(secretKey: Uint8Array): BoxKeyPair {
   return nacl.box.keyPair.fromSecretKey(secretKey);
 }
 
-/** 32 random bytes: a WireGuard pre-shared key. */
+/** 32 random bytes: a WireGuard pre-shared key (lib/keys.ts generates and validates it). */
 export function newPresharedKey(random: RandomBytes = defaultRandom): Uint8Array {
-  const key = random(KEY_LENGTH);
-  if (key.length !== KEY_LENGTH || key.every((b) => b === 0)) {
+  try {
+    return generatePresharedKey(random);
+  } catch {
     throw new SealError('random source returned an unusable key');
   }
-  return key;
 }
 
-/** Returns base64(nonce || box). */
-export function seal(
-  plaintext: Uint8Array,
-  recipientPublicKey: Uint8Array,
-  sender: BoxKeyPair,
-  random: RandomBytes = defaultRandom,
-): string {
-  if (recipientPublicKey.length !== nacl.box.publicKeyLength) {
-    throw new SealError(`recipient envelope key must be ${nacl.box.publicKeyLength} bytes`);
-  }
-  const nonce = random(nacl.box.nonceLength);
-  const boxed = nacl.box(plaintext, nonce, recipientPublicKey, sender.secretKey);
+/** The wire form of a sealed value: base64(nonce || box). */
+function frame(nonce: Uint8Array, boxed: Uint8Array): string {
   const out = new Uint8Array(nonce.length + boxed.length);
   out.set(nonce, 0);
   out.set(boxed, nonce.length);
   return Buffer.from(out).toString('base64');
 }
 
-export function unseal(sealed: string, senderPublicKey: Uint8Array, recipient: BoxKeyPair): Uint8Array {
+function unframe(sealed: string): { nonce: Uint8Array; boxed: Uint8Array } {
   const raw = new Uint8Array(Buffer.from(sealed, 'base64'));
   if (raw.length < nacl.box.nonceLength + nacl.box.overheadLength) {
     throw new SealError('sealed value is too short');
   }
-  const opened = nacl.box.open(
-    raw.subarray(nacl.box.nonceLength),
-    raw.subarray(0, nacl.box.nonceLength),
-    senderPublicKey,
-    recipient.secretKey,
-  );
+  return { nonce: raw.subarray(0, nacl.box.nonceLength), boxed: raw.subarray(nacl.box.nonceLength) };
+}
+
+/** Seals one value; for many values from one sender use a Sealer. */
+export function seal(
+  plaintext: Uint8Array,
+  recipientPublicKey: Uint8Array,
+  sender: BoxKeyPair,
+  random: RandomBytes = defaultRandom,
+): string {
+  return new Sealer(sender, random).seal(plaintext, recipientPublicKey);
+}
+
+export function unseal(sealed: string, senderPublicKey: Uint8Array, recipient: BoxKeyPair): Uint8Array {
+  const { nonce, boxed } = unframe(sealed);
+  const opened = nacl.box.open(boxed, nonce, senderPublicKey, recipient.secretKey);
   if (!opened) {
     throw new SealError('sealed value does not open: not sealed by the expected sender for this recipient');
   }
@@ -102,23 +101,13 @@ export class Sealer {
 
   seal(plaintext: Uint8Array, recipientPublicKey: Uint8Array): string {
     const nonce = this.random(nacl.box.nonceLength);
-    const boxed = nacl.box.after(plaintext, nonce, this.sharedKey(recipientPublicKey));
-    const out = new Uint8Array(nonce.length + boxed.length);
-    out.set(nonce, 0);
-    out.set(boxed, nonce.length);
-    return Buffer.from(out).toString('base64');
+    return frame(nonce, nacl.box.after(plaintext, nonce, this.sharedKey(recipientPublicKey)));
   }
 
-  /** The sender can open what it sealed (the shared key is symmetric): used to re-seal for a new envelope. */
+  /** The sender can open what it sealed, because the shared key is symmetric. */
   open(sealed: string, recipientPublicKey: Uint8Array): Uint8Array {
-    const raw = new Uint8Array(Buffer.from(sealed, 'base64'));
-    if (raw.length < nacl.box.nonceLength + nacl.box.overheadLength)
-      throw new SealError('sealed value is too short');
-    const opened = nacl.box.open.after(
-      raw.subarray(nacl.box.nonceLength),
-      raw.subarray(0, nacl.box.nonceLength),
-      this.sharedKey(recipientPublicKey),
-    );
+    const { nonce, boxed } = unframe(sealed);
+    const opened = nacl.box.open.after(boxed, nonce, this.sharedKey(recipientPublicKey));
     if (!opened) throw new SealError('sealed value does not open');
     return opened;
   }

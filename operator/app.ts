@@ -21,6 +21,7 @@ import {
   type KeySecretReader,
   type RotationMetrics,
 } from './controllers/overlaynetwork.controller.js';
+import { TunnelPeerRows } from './pairs.js';
 import type { RotationTimings } from './rotation.js';
 import { loadOrCreateIdentity } from './identity.js';
 import { KubeOperatorWriter, type WriteCounter } from './writer.js';
@@ -43,6 +44,8 @@ export interface OperatorOptions {
   metrics?: RuntimeMetrics;
   /** rotation timeouts (tests shorten them) */
   rotationTimings?: Partial<RotationTimings>;
+  /** least time between two status writes that change only pair counts (default 2 s) */
+  statusIntervalMs?: number | undefined;
 }
 
 export interface Operator {
@@ -63,9 +66,14 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     client: rest,
     resource: customResource(GROUP, VERSION, OVERLAY_NETWORK_PLURAL, { kind: 'OverlayNetwork' }),
   });
+  // The cache keeps no peer lists: at 1,000 nodes each tunnel reports 999 peers (~130 KB), 130 MB in all,
+  // and the pair computation needs only each peer's state and epoch (peerRows, 8 KB per tunnel).
+  const peerRows = new TunnelPeerRows();
   const tunnels = informer({
     client: rest,
     resource: customResource(GROUP, VERSION, NODE_TUNNEL_PLURAL, { kind: 'NodeTunnel' }),
+    transform: peerRows.strip,
+    pageSize: 100,
   });
   const nodes = informer({ client: rest, resource: coreResources.nodes });
   // Metadata only: the sealed data of a 1,000-node overlay is ~300 MB; the controller reads the one Secret a
@@ -181,11 +189,13 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     overlays,
     nodes,
     tunnels,
+    peerRows,
     secrets,
     secretReader,
     leases,
     leaseName: agentLeaseName,
     timings: o.rotationTimings,
+    statusIntervalMs: o.statusIntervalMs,
     rotationMetrics,
     writer,
     sealer: new Sealer(identity.keyPair),

@@ -4,12 +4,20 @@
 //   --metrics-port / METRICS_PORT      /healthz, /readyz, /metrics (default 8080; 0 = any free port)
 //   --metrics-host / METRICS_HOST      bind address (default 0.0.0.0)
 //   --leader-elect=false               run without leader election (one replica only)
+//   --rotation-stage-timeout 60s       live agents' time to acknowledge staging ...
+//   --rotation-stage-per-agent 100ms   ... plus this per agent (the operator seals and writes every Secret first)
+//   --rotation-cutover-delay 3s        how far ahead the shared cutover instant is set
+//   --rotation-verify-timeout 2m       wait for every pair at the new epoch, then complete anyway (Warning Event)
+//   --rotation-backoff 30s             first retry after an aborted rotation, doubling per attempt ...
+//   --rotation-max-backoff 30m         ... up to this
+//   --status-interval 2s               least time between two status writes that change only pair counts
 //   POD_NAME                           leader-election identity (default hostname + random suffix)
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { loadKubeConfig } from '../lib/kube.js';
 import { newLogger } from '../lib/log.js';
 import { createOperator } from './app.js';
+import { parseFlagDuration, TIMING_FLAGS, timingsFromFlags } from './flags.js';
 
 // The key Secrets the operator writes (up to ~600 KB each) are large strings that die at once but stay in
 // V8's large-object space until a full GC, and by default the heap grows to up to 4x what is live before one:
@@ -28,8 +36,16 @@ async function main(): Promise<void> {
       'metrics-port': { type: 'string', default: process.env.METRICS_PORT ?? '8080' },
       'metrics-host': { type: 'string', default: process.env.METRICS_HOST ?? '0.0.0.0' },
       'leader-elect': { type: 'string', default: 'true' },
+      'status-interval': { type: 'string' },
+      ...Object.fromEntries(Object.keys(TIMING_FLAGS).map((f) => [f, { type: 'string' as const }])),
     },
   });
+  const flags = values as Record<string, string | undefined>;
+  const rotationTimings = timingsFromFlags(flags);
+  const statusIntervalMs =
+    flags['status-interval'] === undefined
+      ? undefined
+      : parseFlagDuration('status-interval', flags['status-interval']);
   const log = newLogger('operator');
   const operator = await createOperator({
     kc: loadKubeConfig(),
@@ -38,6 +54,8 @@ async function main(): Promise<void> {
     keyNamespace: values['key-namespace'],
     identity: process.env.POD_NAME,
     leaderElection: values['leader-elect'] !== 'false',
+    rotationTimings,
+    statusIntervalMs,
     server: { host: values['metrics-host'], port: Number(values['metrics-port']) },
   });
   operator.manager.installSignalHandlers();

@@ -1,4 +1,14 @@
-import { computePairs, visitPairs, type PeerState, type SideReport } from './pairs.js';
+import {
+  computePairs,
+  NodeIds,
+  peerRow,
+  rowHasEncryptedAt,
+  TunnelPeerRows,
+  visitPairRows,
+  visitPairs,
+  type PeerState,
+  type SideReport,
+} from './pairs.js';
 
 const enc = (node: string, epoch = 1) => ({ node, state: 'Encrypted' as const, epoch });
 
@@ -98,6 +108,21 @@ describe('visitPairs', () => {
       { node: 'b', peers: c.ba ? [{ node: 'a', state: c.ba, epoch: c.eb }] : [] },
     ];
     const want = computePairs(['a', 'b'], reports, c.target);
+    // The rule, spelled out on plain reports (the walk judges packed numbers).
+    const sa = c.ab ? { state: c.ab, epoch: 1 } : undefined;
+    const sb = c.ba ? { state: c.ba, epoch: c.eb } : undefined;
+    const bad = (x?: { state: string }) => x?.state === 'Stale' || x?.state === 'KeyMismatch';
+    const rule =
+      bad(sa) || bad(sb)
+        ? 'Degraded'
+        : sa?.state === 'Encrypted' && sb?.state === 'Encrypted'
+          ? sa.epoch !== sb.epoch
+            ? 'Degraded'
+            : c.target !== undefined && sa.epoch !== c.target
+              ? 'Pending'
+              : 'Encrypted'
+          : 'Pending';
+    expect(want.pairs[0]!.state).toBe(rule);
     const seen: unknown[] = [];
     const got = await visitPairs(['b', 'a'], reports, c.target, (a, b, state, reason) =>
       seen.push({ a, b, state, reason: reason() }),
@@ -130,5 +155,76 @@ describe('visitPairs', () => {
     expect(got).toEqual({ total: 44_850, encrypted: 44_850, degraded: 0 });
     expect(ordered).toBe(true);
     expect(turns).toBeGreaterThan(0); // timers ran while the walk was under way
+  });
+});
+
+describe('compact rows', () => {
+  test('rows built before a name was known still answer for it (not reported)', async () => {
+    const ids = new NodeIds();
+    const early = peerRow(ids, [enc('b', 3)]); // built before 'a' and 'c' had ids
+    const late = peerRow(ids, [enc('a', 3), enc('c', 3)]);
+    const got: string[] = [];
+    const counts = await visitPairRows(
+      ids,
+      ['a', 'b', 'c'],
+      [
+        { node: 'a', row: early },
+        { node: 'b', row: late },
+        { node: 'c', row: undefined },
+      ],
+      3,
+      (a, b, state, reason) => got.push(`${a}/${b} ${state}: ${reason()}`),
+    );
+    expect(got).toEqual([
+      'a/b Encrypted: encrypted at epoch 3',
+      'a/c Pending: a has not reported c',
+      'b/c Pending: c has not reported b',
+    ]);
+    expect(counts).toEqual({ total: 3, encrypted: 1, degraded: 0 });
+  });
+
+  test('rowHasEncryptedAt looks for Encrypted at exactly that epoch', () => {
+    const ids = new NodeIds();
+    const row = peerRow(ids, [enc('a', 4), { node: 'b', state: 'Stale', epoch: 5 }]);
+    expect(rowHasEncryptedAt(row, 4)).toBe(true);
+    expect(rowHasEncryptedAt(row, 5)).toBe(false);
+    expect(rowHasEncryptedAt(peerRow(ids, []), 4)).toBe(false);
+  });
+
+  test('large epochs survive packing', async () => {
+    const e = 2 ** 40 + 1;
+    const reports: SideReport[] = [
+      { node: 'a', peers: [enc('b', e)] },
+      { node: 'b', peers: [enc('a', e)] },
+    ];
+    expect(computePairs(['a', 'b'], reports, e)).toMatchObject({ encrypted: 1 });
+    expect(computePairs(['a', 'b'], reports, e - 1)).toMatchObject({ encrypted: 0 });
+  });
+
+  test('TunnelPeerRows.strip drops the peer list from the object and keeps it as a row', () => {
+    const rows = new TunnelPeerRows();
+    const raw = {
+      metadata: { name: 'ovl.a', resourceVersion: '7' },
+      status: {
+        appliedEpoch: 2,
+        peers: [
+          { node: 'b', state: 'Encrypted', epoch: 2, since: 't' },
+          { node: 'c', state: 'NotAState', epoch: 2 },
+          { node: 'd', state: 'Stale', epoch: 'two' },
+        ],
+      },
+    };
+    const stripped = rows.strip(raw);
+    expect(stripped).toEqual({ metadata: raw.metadata, status: { appliedEpoch: 2 } });
+    expect(raw.status.peers).toHaveLength(3); // the input is not modified
+    const row = rows.rowOf(stripped)!;
+    expect(rowHasEncryptedAt(row, 2)).toBe(true);
+    expect(Array.from(row).filter((code) => code !== 0)).toHaveLength(1); // malformed entries: not reported
+    expect(rows.rowOf({ status: {} })).toBeUndefined();
+    const unstripped = { status: { peers: [{ node: 'x', state: 'Encrypted', epoch: 9 }] } };
+    expect(rowHasEncryptedAt(rows.rowOf(unstripped)!, 9)).toBe(true);
+    expect(rows.rowOf(unstripped)).toBe(rows.rowOf(unstripped)); // remembered
+    const plain = { metadata: { name: 'no-status' } };
+    expect(rows.strip(plain)).toBe(plain);
   });
 });

@@ -61,7 +61,7 @@ export interface RotationInput {
   due?: { scope: Scope; reason: string } | undefined;
   agents: readonly AgentView[];
   /** pairs among live nodes, and how many of them both sides report Encrypted at the target epoch */
-  pairsAtTarget: { total: number; encrypted: number; notEncrypted: string[] };
+  pairsAtTarget: { total: number; encrypted: number };
   timings: RotationTimings;
 }
 
@@ -71,7 +71,13 @@ export type RotationStep =
   | { kind: 'wait'; afterMs: number; why: string }
   | { kind: 'cutover'; rotation: RotationStatus }
   | { kind: 'verify'; rotation: RotationStatus }
-  | { kind: 'complete'; epoch: number; scope: Scope; incomplete: string[]; startTime: string }
+  | {
+      kind: 'complete';
+      epoch: number;
+      scope: Scope;
+      /** pairs not re-established in time */ incomplete: number;
+      startTime: string;
+    }
   | { kind: 'abort'; rotation: RotationStatus; reason: string }
   | { kind: 'retry'; rotation: RotationStatus };
 
@@ -172,7 +178,7 @@ export function nextRotationStep(i: RotationInput): RotationStep {
           kind: 'complete',
           epoch: r.targetEpoch,
           scope: r.scope,
-          incomplete: done ? [] : i.pairsAtTarget.notEncrypted,
+          incomplete: i.pairsAtTarget.total - i.pairsAtTarget.encrypted,
           startTime: r.startTime,
         };
       }

@@ -27,7 +27,13 @@ function recorder(): { events: string[]; handler: EventHandler<RawObject> } {
 }
 
 function setup(
-  opts: { stallTimeoutMs?: number; resyncPeriodMs?: number; pageSize?: number; metadataOnly?: boolean } = {},
+  opts: {
+    stallTimeoutMs?: number;
+    resyncPeriodMs?: number;
+    pageSize?: number;
+    metadataOnly?: boolean;
+    transform?: (o: RawObject) => RawObject;
+  } = {},
 ) {
   const clock = new FakeClock();
   const client = new FakeListWatchClient();
@@ -238,6 +244,31 @@ describe('Informer', () => {
     expect(informer.keys()).toEqual(['ns/a', 'ns/b', 'ns/c']);
     expect(client.listQueries.map((q) => q.continue)).toEqual([undefined, 'tok']);
     expect(client.current().query.resourceVersion).toBe('10');
+    await informer.stop();
+  });
+
+  test('transform applies to every listed and watched object before it is cached or handed on', async () => {
+    const strip = (o: RawObject): RawObject => ({
+      ...o,
+      data: { size: String(Object.keys(o.data ?? {}).length) },
+    });
+    const { client, informer, events } = setup({ pageSize: 1, transform: strip });
+    client.listResults.push(
+      { metadata: { resourceVersion: '9', continue: 'tok' }, items: [cm('a', '1', { x: '1', y: '2' })] },
+      { metadata: { resourceVersion: '10' }, items: [cm('b', '2', { x: '1' })] },
+    );
+    const seen: unknown[] = [];
+    informer.addHandler({ onUpdate: (_old, o) => seen.push(o.data), onDelete: (o) => seen.push(o.data) });
+    informer.start();
+    await informer.waitForSync();
+    await flushMicrotasks();
+    expect(informer.get('a', 'ns')?.data).toEqual({ size: '2' });
+    expect(informer.get('b', 'ns')?.data).toEqual({ size: '1' });
+    client.send({ type: 'MODIFIED', object: cm('a', '11', { x: '1', y: '2', z: '3' }) });
+    expect(informer.get('a', 'ns')?.data).toEqual({ size: '3' });
+    client.send({ type: 'DELETED', object: cm('b', '12', { x: '1', y: '2', z: '3', w: '4' }) });
+    expect(seen).toEqual([{ size: '3' }, { size: '4' }]);
+    expect(events).toEqual(['add a@1', 'add b@2', 'update a@1->a@11', 'delete b@12']);
     await informer.stop();
   });
 

@@ -46,6 +46,12 @@ export interface InformerOptions {
    * the sealed key Secrets; whoever needs a body reads it from the API server when it needs it.
    */
   metadataOnly?: boolean;
+  /**
+   * Applied to every object as it arrives (list pages and watch events), before it is cached or handed to
+   * handlers: to keep only what the process needs of large objects. It must not change name, namespace or
+   * resourceVersion.
+   */
+  transform?: (obj: RawObject) => RawObject;
   client: ListWatchClient;
   /** List page size (default 500). */
   pageSize?: number;
@@ -257,11 +263,14 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
         // The continue token expired between pages: fall back to one unpaginated list.
         if (cont !== undefined && isGone(err)) {
           page = await this.opts.client.list(this.path, this.selectors(), signal, this.requestOptions());
-          return { items: page.items ?? [], rv: page.metadata?.resourceVersion ?? '' };
+          const all = page.items ?? [];
+          const transform = this.opts.transform;
+          return { items: transform ? all.map(transform) : all, rv: page.metadata?.resourceVersion ?? '' };
         }
         throw err;
       }
-      items.push(...(page.items ?? []));
+      const transform = this.opts.transform;
+      items.push(...(transform ? (page.items ?? []).map(transform) : (page.items ?? [])));
       cont = page.metadata?.continue || undefined;
     } while (cont !== undefined);
     return { items, rv: page.metadata?.resourceVersion ?? '' };
@@ -350,7 +359,11 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
   }
 
   private handleEvent(ev: WatchEvent, end: (reason: WatchEnd, err?: Error) => void): void {
-    const obj = ev.object;
+    const transform = this.opts.transform;
+    const obj =
+      transform && (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED')
+        ? transform(ev.object)
+        : ev.object;
     switch (ev.type) {
       case 'ADDED':
       case 'MODIFIED': {
@@ -378,9 +391,10 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
         this.bumpRv(obj);
         return;
       case 'ERROR': {
-        const message = obj.message ?? 'watch error';
-        if (obj.code === 410) return end('gone', new Error(message));
-        return end('error', new Error(`watch ${this.path}: ${obj.code ?? ''} ${message}`));
+        const status = ev.object;
+        const message = status.message ?? 'watch error';
+        if (status.code === 410) return end('gone', new Error(message));
+        return end('error', new Error(`watch ${this.path}: ${status.code ?? ''} ${message}`));
       }
       default:
         this.log?.warn({ type: ev.type }, 'unknown watch event type');

@@ -38,7 +38,7 @@ import { formatTime, setCondition, type Condition } from '../../lib/runtime/stat
 import type { Sealer } from '../../lib/seal.js';
 import { desiredTunnels, type NodeView, type TunnelSpec } from '../desired.js';
 import { planDigests, planKeySecret, type KeyPlanInput, type Member } from '../keyplan.js';
-import { visitPairs } from '../pairs.js';
+import { rowHasEncryptedAt, TunnelPeerRows, visitPairRows, type PeerRow } from '../pairs.js';
 import {
   DEFAULT_TIMINGS,
   nextRotationStep,
@@ -61,6 +61,9 @@ export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'sealmesh' };
 const YIELD_EVERY = 20;
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** See OverlayControllerDeps.statusIntervalMs. */
+export const DEFAULT_STATUS_INTERVAL_MS = 2_000;
+
 /** How many names one aggregated Event lists before "+N more". */
 const EVENT_NAMES = 10;
 
@@ -69,6 +72,11 @@ export interface OverlayControllerDeps {
   overlays: Informer<KubernetesObject>;
   nodes: Informer<KubernetesObject>;
   tunnels: Informer<KubernetesObject>;
+  /**
+   * The tunnels' peer reports as rows. Give the same instance's `strip` to the tunnel informer as its
+   * transform, so the cache holds no peer lists; without it rows are built from the cached peer lists.
+   */
+  peerRows?: TunnelPeerRows;
   /** key Secrets, metadata only (their sealed data is read through `secretReader` when a plan needs it) */
   secrets: Informer<KubernetesObject>;
   secretReader: KeySecretReader;
@@ -78,6 +86,8 @@ export interface OverlayControllerDeps {
   leaseName?: (node: string) => string;
   writer: OperatorWriter;
   timings?: Partial<RotationTimings> | undefined;
+  /** least time between two status writes that change only pair counts (default 2 s) */
+  statusIntervalMs?: number | undefined;
   rotationMetrics?: RotationMetrics | undefined;
   sealer: Sealer;
   logger: Logger;
@@ -157,6 +167,8 @@ interface Scope {
   rotation?: RotationStatus | undefined;
   now: Date;
   requeueAfterMs?: number | undefined;
+  /** status fields decided in this pass that nothing else waits for: written with the pass's last write */
+  deferred?: Partial<NonNullable<OverlayNetwork['status']>>;
   events: Array<{ type: 'Normal' | 'Warning'; reason: string; message: string }>;
 }
 
@@ -168,6 +180,46 @@ function nodeView(n: V1Node): NodeView {
     internalIPs: (n.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address),
     podCIDRs: n.spec?.podCIDRs?.length ? n.spec.podCIDRs : n.spec?.podCIDR ? [n.spec.podCIDR] : [],
   };
+}
+
+/** Rotating: True with the phase while a rotation stages, cuts over or verifies. */
+function rotatingCondition(scope: Scope): Omit<Condition, 'lastTransitionTime'> {
+  const rotation = scope.rotation;
+  const gen = scope.raw.metadata?.generation;
+  return rotation && rotation.phase !== 'Backoff'
+    ? {
+        type: 'Rotating',
+        status: 'True',
+        reason: rotation.phase,
+        message: `${rotation.scope} rotation to epoch ${rotation.targetEpoch}${
+          rotation.cutoverTime ? `, cutover at ${rotation.cutoverTime}` : ''
+        }`,
+        observedGeneration: gen,
+      }
+    : {
+        type: 'Rotating',
+        status: 'False',
+        reason: rotation ? 'Backoff' : 'Idle',
+        message: rotation ? `retry at ${rotation.retryTime ?? ''}` : `keys at epoch ${scope.epoch}`,
+        observedGeneration: gen,
+      };
+}
+
+/**
+ * Whether two statuses differ only in pair counts: `pairs`, `encryptedSummary` and the messages of conditions
+ * whose status and reason are unchanged.
+ */
+export function countsOnly(
+  a: OverlayNetwork['status'] & object,
+  b: OverlayNetwork['status'] & object,
+): boolean {
+  const shape = (st: OverlayNetwork['status'] & object) => ({
+    ...st,
+    pairs: undefined,
+    encryptedSummary: undefined,
+    conditions: (st.conditions ?? []).map((c) => ({ ...c, message: undefined })),
+  });
+  return isDeepStrictEqual(shape(a), shape(b));
 }
 
 function listNames(names: string[]): string {
@@ -211,9 +263,20 @@ export class OverlayNetworkController {
   private readonly keyMemo = new Map<string, KeySecretMemo>();
   private readonly now: () => Date;
   private readonly timings: RotationTimings;
+  private readonly peerRows: TunnelPeerRows;
+  /**
+   * Validated NodeTunnels by cached object (null: invalid). The informer replaces an object when it changes,
+   * so each version is validated once, not once per pass.
+   */
+  private readonly parsedTunnels = new WeakMap<object, NodeTunnel | null>();
+  /** when this process last wrote each overlay's status (ms), for coalescing count-only changes */
+  private readonly lastStatusWrite = new Map<string, number>();
+  private readonly statusIntervalMs: number;
 
   constructor(private readonly deps: OverlayControllerDeps) {
     this.now = deps.now ?? (() => new Date());
+    this.peerRows = deps.peerRows ?? new TunnelPeerRows();
+    this.statusIntervalMs = deps.statusIntervalMs ?? DEFAULT_STATUS_INTERVAL_MS;
     this.timings = { ...DEFAULT_TIMINGS, ...deps.timings };
   }
 
@@ -292,20 +355,26 @@ export class OverlayNetworkController {
     }
   }
 
-  private async tunnelsOf(overlay: string): Promise<NodeTunnel[]> {
-    const out: NodeTunnel[] = [];
-    let i = 0;
+  /** The overlay's valid NodeTunnels, each with its peer reports as a row. */
+  private async tunnelsOf(overlay: string): Promise<Array<{ tunnel: NodeTunnel; row: PeerRow | undefined }>> {
+    const out: Array<{ tunnel: NodeTunnel; row: PeerRow | undefined }> = [];
+    let fresh = 0;
     for (const obj of this.deps.tunnels.list()) {
       if (obj.metadata?.labels?.[OVERLAY_LABEL] !== overlay) continue;
-      // Validating 1,000 tunnels (each listing up to 999 peers) takes long enough to hold up the event loop.
-      if (++i % (YIELD_EVERY * 5) === 0) await yieldToEventLoop();
-      const parsed = parseNodeTunnel(obj);
-      if (parsed.ok) out.push(parsed.value);
-      else
-        this.deps.logger.warn(
-          { tunnel: obj.metadata?.name, error: parsed.error },
-          'skipping invalid NodeTunnel',
-        );
+      let tunnel = this.parsedTunnels.get(obj);
+      if (tunnel === undefined) {
+        // Validating many changed tunnels (peer lists included when the cache keeps them) takes a while.
+        if (++fresh % (YIELD_EVERY * 5) === 0) await yieldToEventLoop();
+        const parsed = parseNodeTunnel(obj);
+        tunnel = parsed.ok ? parsed.value : null;
+        this.parsedTunnels.set(obj, tunnel);
+        if (!parsed.ok)
+          this.deps.logger.warn(
+            { tunnel: obj.metadata?.name, error: parsed.error },
+            'skipping invalid NodeTunnel',
+          );
+      }
+      if (tunnel) out.push({ tunnel, row: this.peerRows.rowOf(obj) });
     }
     return out;
   }
@@ -347,7 +416,9 @@ export class OverlayNetworkController {
     const { overlay, name } = scope;
     const spec = overlay.spec;
     const nodes = this.deps.nodes.list().map((n) => nodeView(n as V1Node));
-    const existing = new Map((await this.tunnelsOf(name)).map((t) => [t.spec.nodeName, t]));
+    const ofOverlay = await this.tunnelsOf(name);
+    const existing = new Map(ofOverlay.map(({ tunnel: t }) => [t.spec.nodeName, t]));
+    const rows = new Map(ofOverlay.map(({ tunnel: t, row }) => [t.spec.nodeName, row]));
     const desired = desiredTunnels(
       {
         name,
@@ -371,7 +442,7 @@ export class OverlayNetworkController {
         createdAt: t.metadata.creationTimestamp as string | undefined,
         envelopePublicKey: t.status?.envelopePublicKey,
       }));
-    const lost = scope.rotation ? [] : await this.lostKeySecrets(scope, members, existing);
+    const lost = scope.rotation ? [] : await this.lostKeySecrets(scope, members, existing, rows);
     if (lost.length > 0) {
       // Old keys are gone with their Secret and are never re-created: everything moves to a new epoch.
       scope.epoch += 1;
@@ -383,7 +454,7 @@ export class OverlayNetworkController {
       log.warn({ nodes: lost, epoch: scope.epoch }, 'key Secret lost; moving to a new epoch');
       await this.persist(scope, { epoch: scope.epoch });
     }
-    await this.rotate(scope, members, existing, log);
+    await this.rotate(scope, members, existing, rows, log);
     const publicKeys = await this.syncSecrets(scope, members, log);
     await this.syncTunnels(scope, desired.tunnels, existing, publicKeys);
     await this.deleteStaleSecrets(scope, new Set(desired.tunnels.keys()));
@@ -407,11 +478,10 @@ export class OverlayNetworkController {
     const encrypted = memory.encrypted.fresh();
     const gained = new NameSample();
     const lostPairs = new NameSample();
-    const pairs = await visitPairs(
+    const pairs = await visitPairRows(
+      this.peerRows.ids,
       pairMembers,
-      [...existing.values()]
-        .filter((t) => desired.tunnels.has(t.spec.nodeName))
-        .map((t) => ({ node: t.spec.nodeName, peers: t.status?.peers ?? [] })),
+      [...rows].filter(([node]) => desired.tunnels.has(node)).map(([node, row]) => ({ node, row })),
       scope.rotation?.phase === 'Verifying' ? runningEpoch : undefined,
       (a, b, state, reason) => {
         const was = memory.encrypted.has(a, b);
@@ -464,6 +534,7 @@ export class OverlayNetworkController {
     this.deps.rotationMetrics?.keyTimes(name, lastKeys, lastPsk);
     await this.writeStatus(scope, {
       status: {
+        ...scope.deferred,
         nodes: desired.tunnels.size,
         pairs: { total: pairs.total, encrypted: pairs.encrypted, degraded: pairs.degraded },
         encryptedSummary: `${pairs.encrypted}/${pairs.total}`,
@@ -527,6 +598,7 @@ export class OverlayNetworkController {
     scope: Scope,
     members: Member[],
     tunnels: Map<string, NodeTunnel>,
+    rows: Map<string, PeerRow | undefined>,
     log: Logger,
   ): Promise<RotationStep> {
     const { overlay } = scope;
@@ -548,16 +620,16 @@ export class OverlayNetworkController {
     const target = scope.rotation?.targetEpoch ?? scope.epoch + 1;
     const live = new Set(agents.filter((a) => a.live).map((a) => a.node));
     // Only the Verifying phase looks at the pairs (O(N²) at N live nodes): no other pass pays for them.
-    const atTarget = { total: 0, encrypted: 0, notEncrypted: [] as string[] };
+    const atTarget = { total: 0, encrypted: 0 };
+    const notAtTarget = new NameSample();
     if (scope.rotation?.phase === 'Verifying') {
-      const counts = await visitPairs(
+      const counts = await visitPairRows(
+        this.peerRows.ids,
         [...live],
-        [...tunnels.values()]
-          .filter((t) => live.has(t.spec.nodeName))
-          .map((t) => ({ node: t.spec.nodeName, peers: t.status?.peers ?? [] })),
+        [...rows].filter(([node]) => live.has(node)).map(([node, row]) => ({ node, row })),
         target,
         (a, b, state) => {
-          if (state !== 'Encrypted') atTarget.notEncrypted.push(`${a}/${b}`);
+          if (state !== 'Encrypted') notAtTarget.add(() => `${a}/${b}`);
         },
       );
       atTarget.total = counts.total;
@@ -597,15 +669,17 @@ export class OverlayNetworkController {
         return step;
       case 'cutover':
       case 'verify':
+        // No key Secret changes in this step: the pass's last status write carries it.
         scope.rotation = step.rotation;
-        await this.persist(scope, { rotation: step.rotation });
+        scope.deferred = { ...scope.deferred, rotation: step.rotation };
         if (step.kind === 'cutover')
           log.info({ cutoverTime: step.rotation.cutoverTime }, 'rotation cutover set');
         scope.requeueAfterMs = step.kind === 'cutover' ? this.timings.cutoverDelayMs : 1000;
         return step;
       case 'abort':
+        // The staged material goes at the retry's stage, after that is persisted: nothing waits on this write.
         scope.rotation = step.rotation;
-        await this.persist(scope, { rotation: step.rotation });
+        scope.deferred = { ...scope.deferred, rotation: step.rotation };
         scope.events.push({
           type: 'Warning',
           reason: 'RotationAborted',
@@ -634,11 +708,11 @@ export class OverlayNetworkController {
           reason: 'RotationCompleted',
           message: `epoch ${step.epoch} in effect (${step.scope}) after ${seconds.toFixed(1)}s`,
         });
-        if (step.incomplete.length > 0) {
+        if (step.incomplete > 0) {
           scope.events.push({
             type: 'Warning',
             reason: 'RotationIncomplete',
-            message: `not re-established at epoch ${step.epoch}: ${listNames(step.incomplete)}`,
+            message: `${step.incomplete} pair(s) not re-established at epoch ${step.epoch}: ${notAtTarget.text()}`,
           });
         }
         this.deps.rotationMetrics?.completed(scope.name, step.scope, seconds);
@@ -657,6 +731,7 @@ export class OverlayNetworkController {
     scope: Scope,
     members: Member[],
     tunnels: Map<string, NodeTunnel>,
+    rows: Map<string, PeerRow | undefined>,
   ): Promise<string[]> {
     const lost: string[] = [];
     let i = 0;
@@ -666,9 +741,9 @@ export class OverlayNetworkController {
       // In use = a handshake succeeded with keys of this epoch. An agent that merely reports its peers as
       // AwaitingPeer before its first Secret exists (every new node does) has used nothing. Only a Secret in
       // use can be lost, so only those are checked (a check may read the Secret).
+      const row = rows.get(m.name);
       const inUse =
-        status?.appliedEpoch === scope.epoch &&
-        (status.peers ?? []).some((p) => p.epoch === scope.epoch && p.state === 'Encrypted');
+        status?.appliedEpoch === scope.epoch && row !== undefined && rowHasEncryptedAt(row, scope.epoch);
       if (!inUse) continue;
       const secret = this.secretOf(scope.name, m.name);
       if (!secret || !(await this.decodable(scope.name, secret))) lost.push(m.name);
@@ -936,27 +1011,7 @@ export class OverlayNetworkController {
       scope.now,
     );
     const allEncrypted = facts.pairs.encrypted === facts.pairs.total;
-    conditions = setCondition(
-      conditions,
-      rotation && rotation.phase !== 'Backoff'
-        ? {
-            type: 'Rotating',
-            status: 'True',
-            reason: rotation.phase,
-            message: `${rotation.scope} rotation to epoch ${rotation.targetEpoch}${
-              rotation.cutoverTime ? `, cutover at ${rotation.cutoverTime}` : ''
-            }`,
-            observedGeneration: gen,
-          }
-        : {
-            type: 'Rotating',
-            status: 'False',
-            reason: rotation ? 'Backoff' : 'Idle',
-            message: rotation ? `retry at ${rotation.retryTime ?? ''}` : `keys at epoch ${scope.epoch}`,
-            observedGeneration: gen,
-          },
-      scope.now,
-    );
+    conditions = setCondition(conditions, rotatingCondition(scope), scope.now);
     conditions = setCondition(
       conditions,
       allEncrypted && readyProblems === 0
@@ -979,9 +1034,18 @@ export class OverlayNetworkController {
     return conditions;
   }
 
-  /** Writes progress mid-pass (epoch, rotation) before anything depends on it; not a completed pass. */
+  /**
+   * Writes progress mid-pass (epoch, rotation) before anything depends on it; not a completed pass. The
+   * Rotating condition moves with it, so the pass's last write does not repeat it.
+   */
   private async persist(scope: Scope, fields: Partial<NonNullable<OverlayNetwork['status']>>): Promise<void> {
-    await this.writeStatus(scope, { status: fields, partial: true });
+    const conditions = setCondition(
+      (scope.overlay.status?.conditions ?? []) as Condition[],
+      rotatingCondition(scope),
+      scope.now,
+    );
+    await this.writeStatus(scope, { status: { ...scope.deferred, ...fields, conditions }, partial: true });
+    scope.deferred = undefined;
   }
 
   private async writeStatus(
@@ -1019,10 +1083,22 @@ export class OverlayNetworkController {
     const cleaned = stripUndefined(next);
     const before = stripUndefined(prior);
     if (isDeepStrictEqual(cleaned, before)) return;
+    // Pair counts move with every agent report (a rollout or a rotation at 1,000 nodes brings ~1,000 within
+    // seconds): a write that changes only counts waits until statusIntervalMs after the overlay's last write.
+    const nowMs = this.now().getTime();
+    const last = this.lastStatusWrite.get(scope.name);
+    if (!('paused' in what) && !what.partial && last !== undefined && countsOnly(before, cleaned)) {
+      const wait = last + this.statusIntervalMs - nowMs;
+      if (wait > 0) {
+        scope.requeueAfterMs = Math.min(scope.requeueAfterMs ?? Infinity, wait);
+        return;
+      }
+    }
     // A merge patch keeps keys it does not mention: a field that went away is sent as null.
     const body: Record<string, unknown> = { ...cleaned };
     for (const key of Object.keys(before)) if (!(key in cleaned)) body[key] = null;
     await this.deps.writer.replaceOverlayStatus(scope.name, scope.raw.metadata?.resourceVersion, body);
+    this.lastStatusWrite.set(scope.name, nowMs);
     // Later steps of this pass compare against what was just written.
     scope.overlay = { ...scope.overlay, status: cleaned };
     scope.raw = { ...scope.raw, metadata: { ...scope.raw.metadata, resourceVersion: undefined } };

@@ -426,6 +426,30 @@ test('an update touches only the peers that changed', async () => {
   expect(world.status().peersSummary).toBe('0/1');
 });
 
+test("a peer's report of its own peers does not wake the agent; its keys do", async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  world.sealPair('b', 'b');
+  world.sealPair('c', 'c');
+  await waitUntil('both peers configured', () => world.status().peers?.length === 2);
+  // Settled: the pass that follows the agent's own last status write has run too.
+  await new Promise((r) => setTimeout(r, 200));
+  await world.idle();
+  const before = world.agent.passes;
+  const now = new Date().toISOString();
+  world.setPeer('c', {
+    peers: [{ node: 'b', state: 'Encrypted', epoch: 1, since: now }],
+    summary: { encrypted: 1, total: 2 },
+    peersSummary: '1/2',
+  });
+  await new Promise((r) => setTimeout(r, 100));
+  await world.idle();
+  expect(world.agent.passes).toBe(before);
+  world.setPeer('c', { stagedEpoch: 2, stagedPublicKey: world.peers.get('c')!.wg.publicKey });
+  await waitUntil('a pass for the staged key', () => world.agent.passes > before);
+});
+
 test('a PSK not sealed by the operator is refused and the peer is not added', async () => {
   world = new World();
   await world.init();

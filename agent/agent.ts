@@ -14,6 +14,7 @@
 // tight sequence with no API call in between, pings every peer so the new handshakes start at once, and only
 // then reports appliedEpoch T.
 import { createHash } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import {
   GROUP,
   NODE_LABEL,
@@ -330,6 +331,7 @@ export class Agent {
     name: string,
     resource: ResourceRef,
     sel: { namespace?: string; labelSelector?: string; fieldSelector?: string },
+    transform?: (obj: RawObject) => RawObject,
   ): Informer<RawObject> {
     return new Informer<RawObject>({
       name,
@@ -339,15 +341,21 @@ export class Agent {
       logger: this.log,
       ...sel,
       ...this.o.informer,
+      ...(transform ? { transform } : {}),
     });
   }
 
   private watchOverlay(overlay: string): OverlayWatch {
     const existing = this.watches.get(overlay);
     if (existing) return existing;
-    const tunnels = this.informer(`nodetunnels-${overlay}`, nodeTunnels, {
-      labelSelector: `${OVERLAY_LABEL}=${overlay}`,
-    });
+    // Peers' keys and staging, not what each peer reports of its own peers: at 1,000 nodes those lists are
+    // ~130 KB per tunnel, and every change of one would wake this agent (see peerTunnelView).
+    const tunnels = this.informer(
+      `nodetunnels-${overlay}`,
+      nodeTunnels,
+      { labelSelector: `${OVERLAY_LABEL}=${overlay}` },
+      peerTunnelView,
+    );
     const network = this.informer(`overlaynetwork-${overlay}`, overlayNetworks, {
       fieldSelector: `metadata.name=${overlay}`,
     });
@@ -358,7 +366,14 @@ export class Agent {
     const created: OverlayWatch = { tunnels, network, secrets, synced: false };
     const enqueue = (): void => this.queue.add(overlay);
     for (const inf of [tunnels, network, secrets]) {
-      inf.addHandler({ onAdd: enqueue, onUpdate: enqueue, onDelete: enqueue });
+      inf.addHandler({
+        onAdd: enqueue,
+        // A peer tunnel whose view did not change (only its peer list did, or its resourceVersion) is no news.
+        onUpdate: (old, next) => {
+          if (inf !== tunnels || !samePeerView(old, next)) enqueue();
+        },
+        onDelete: enqueue,
+      });
       inf.start();
     }
     this.watches.set(overlay, created);
@@ -1237,6 +1252,30 @@ function verifyPeer(actual: DevicePeer | undefined, peer: DesiredPeer, psk: PskR
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/**
+ * What this agent needs of the overlay's tunnels: everything but each one's report of its own peers (status
+ * peers, summary, peersSummary). This node's own tunnel, status included, comes from the `mine` informer.
+ */
+export function peerTunnelView(obj: RawObject): RawObject {
+  const status = (obj as { status?: Record<string, unknown> }).status;
+  if (!status) return obj;
+  const { peers: _peers, summary: _summary, peersSummary: _peersSummary, ...rest } = status;
+  return { ...obj, status: rest };
+}
+
+/** Two versions of a peer tunnel (peerTunnelView) with the same labels, deletion, spec and status. */
+function samePeerView(a: RawObject, b: RawObject): boolean {
+  const view = (o: RawObject) => {
+    const x = o as {
+      metadata?: { labels?: unknown; deletionTimestamp?: unknown };
+      spec?: unknown;
+      status?: unknown;
+    };
+    return [x.metadata?.labels, x.metadata?.deletionTimestamp, x.spec, x.status];
+  };
+  return isDeepStrictEqual(view(a), view(b));
 }
 
 /** Status as compared for "did it change": the handshake time alone moves every two minutes and is no change. */

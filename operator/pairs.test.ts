@@ -191,7 +191,7 @@ describe('compact rows', () => {
     expect(rowHasEncryptedAt(peerRow(ids, []), 4)).toBe(false);
   });
 
-  test('large epochs survive packing', async () => {
+  test('large epochs survive packing', () => {
     const e = 2 ** 40 + 1;
     const reports: SideReport[] = [
       { node: 'a', peers: [enc('b', e)] },

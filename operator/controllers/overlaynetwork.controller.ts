@@ -1040,7 +1040,7 @@ export class OverlayNetworkController {
    */
   private async persist(scope: Scope, fields: Partial<NonNullable<OverlayNetwork['status']>>): Promise<void> {
     const conditions = setCondition(
-      (scope.overlay.status?.conditions ?? []) as Condition[],
+      scope.overlay.status?.conditions ?? [],
       rotatingCondition(scope),
       scope.now,
     );

@@ -474,6 +474,9 @@ export class OverlayNetworkController {
       scope.rotation && (scope.rotation.phase === 'Verifying' || scope.rotation.phase === 'CuttingOver')
         ? scope.rotation.targetEpoch
         : scope.epoch;
+    // While the nodes switch epochs every pair leaves Encrypted and comes back: the rotation's own Events say
+    // so once; a pair Events only when it degrades (Stale, KeyMismatch, epochs differ).
+    const switching = runningEpoch !== scope.epoch;
     // Pairs are judged one at a time and only remembered as bits: at 1,000 nodes there are 500k of them.
     const encrypted = memory.encrypted.fresh();
     const gained = new NameSample();
@@ -487,8 +490,9 @@ export class OverlayNetworkController {
         const was = memory.encrypted.has(a, b);
         if (state === 'Encrypted') {
           encrypted.add(a, b);
-          if (!was) gained.add(() => `${a}/${b}`);
-        } else if (was) lostPairs.add(() => `${a}/${b} (${reason()})`);
+          if (!was && !switching) gained.add(() => `${a}/${b}`);
+        } else if (was && (!switching || state === 'Degraded'))
+          lostPairs.add(() => `${a}/${b} (${reason()})`);
       },
     );
     // The first pass after a start only learns the baseline: a restarted operator does not re-announce.

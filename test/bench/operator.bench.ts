@@ -187,6 +187,8 @@ class OperatorProcess {
   readonly child: ChildProcess;
   port = 0;
   peakRssKiB = 0;
+  /** highest VmRSS sample since takePhasePeakKiB() last ran */
+  private phasePeakKiB = 0;
   /** the longest event-loop delay seen in scrapes since takeLoopMax() */
   private loopMaxSeconds = 0;
   private sampler: ReturnType<typeof setInterval> | undefined;
@@ -248,7 +250,18 @@ class OperatorProcess {
 
   sample(): void {
     const rss = this.field('VmRSS');
-    if (rss !== undefined) this.peakRssKiB = Math.max(this.peakRssKiB, rss);
+    if (rss !== undefined) {
+      this.peakRssKiB = Math.max(this.peakRssKiB, rss);
+      this.phasePeakKiB = Math.max(this.phasePeakKiB, rss);
+    }
+  }
+
+  /** The highest VmRSS sample since the last call (this one included), then starts over. */
+  takePhasePeakKiB(): number {
+    this.sample();
+    const peak = this.phasePeakKiB;
+    this.phasePeakKiB = 0;
+    return peak;
   }
 
   rssKiB(): number | undefined {
@@ -857,6 +870,8 @@ interface RotationFigures {
   /** per phase ('done' = after completion until the operator settled: the Secret rewrites to epoch T only) */
   loopBlockMsByPhase: Record<string, number>;
   writesByPhase: Record<string, Record<string, number>>;
+  /** highest VmRSS sample per phase, MiB */
+  rssMiBByPhase: Record<string, number>;
   peakRssMiB: number;
 }
 
@@ -899,6 +914,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
   // A scrape at each phase change attributes event-loop blocks and writes to the phase that just ended.
   const loopByPhase: Record<string, number> = {};
   const writesByPhase: Record<string, Record<string, number>> = {};
+  const rssMiBByPhase: Record<string, number> = {};
   let lastPhase: string | undefined;
   let lastScrape: Promise<Metrics> | undefined;
   const phaseChange = (next: string): void => {
@@ -911,6 +927,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
       const ms = await op.takeLoopMaxMs();
       const to = await op.metrics();
       loopByPhase[ended] = Math.round(ms);
+      rssMiBByPhase[ended] = Math.round(op.takePhasePeakKiB() / 1024);
       writesByPhase[ended] = writeDelta(from, to);
       return to;
     })();
@@ -940,6 +957,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
 
   const before = await op.settle('before the rotation');
   op.peakRssKiB = 0;
+  op.takePhasePeakKiB();
   await op.takeLoopMaxMs();
   lastScrape = Promise.resolve(before);
   const published = fleet.published;
@@ -1046,6 +1064,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
   const settled = await lastScrape;
   const after = await op.settle('after the rotation');
   loopByPhase.done = Math.round(await op.takeLoopMaxMs());
+  rssMiBByPhase.done = Math.round(op.takePhasePeakKiB() / 1024);
   writesByPhase.done = writeDelta(settled, after);
   const loopBlockMs = Math.max(0, ...Object.values(loopByPhase));
   const events = (await lab.core.listNamespacedEvent({
@@ -1085,6 +1104,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
     loopBlockMs,
     loopBlockMsByPhase: loopByPhase,
     writesByPhase,
+    rssMiBByPhase,
     peakRssMiB: op.peakRssKiB / 1024,
   };
 }
@@ -1218,7 +1238,8 @@ function table(r: Report): string {
     );
     lines.push(
       `rotation by phase ('done' = completion until settled): longest event-loop block (ms) ` +
-        `${JSON.stringify(ro.loopBlockMsByPhase)}; operator writes ${JSON.stringify(ro.writesByPhase)}`,
+        `${JSON.stringify(ro.loopBlockMsByPhase)}; operator writes ${JSON.stringify(ro.writesByPhase)}; ` +
+        `RSS peak (MiB) ${JSON.stringify(ro.rssMiBByPhase)}`,
     );
     if (ro.incomplete !== undefined) lines.push(`rotation incomplete: ${ro.incomplete}`);
   }

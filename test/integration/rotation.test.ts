@@ -245,10 +245,14 @@ test('a manual rotation stages, cuts over when every agent acknowledged, verifie
   await until('old material deleted', async () => (await secretEpochs(name)).join() === '2');
   const reasons = (await events(name)).map((e) => e.reason);
   expect(reasons).toEqual(expect.arrayContaining(['RotationStarted', 'RotationCompleted']));
-  // The whole rotation rewrote no NodeTunnel and each node's Secret at most twice.
+  // Every pair leaves its old epoch on purpose: that is no loss of encryption to report.
+  expect(reasons).not.toContain('PairLostEncryption');
+  // The whole rotation rewrote no NodeTunnel and each node's Secret at most twice; the overlay's status took
+  // one write per phase change (stage, cutover, verify, completion) and at most one per pass in between.
   const delta = (k: WriteKind) => (counts.get(k) ?? 0) - (before.get(k) ?? 0);
   expect(delta('nodetunnel.update')).toBe(0);
   expect(delta('secret.update')).toBeLessThanOrEqual(2 * agents.length);
+  expect(delta('overlay.status')).toBeLessThanOrEqual(6);
   // The same annotation value does not rotate again.
   await new Promise((r) => setTimeout(r, 1500));
   expect((await status(name)).epoch).toBe(2);

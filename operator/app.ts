@@ -46,6 +46,8 @@ export interface OperatorOptions {
   rotationTimings?: Partial<RotationTimings>;
   /** least time between two status writes that change only pair counts (default 2 s) */
   statusIntervalMs?: number | undefined;
+  /** how long NodeTunnel events are batched before a pass (default TUNNEL_EVENT_DELAY_MS) */
+  tunnelEventDelayMs?: number;
 }
 
 export interface Operator {
@@ -55,6 +57,9 @@ export interface Operator {
   start(): Promise<void>;
   stop(): Promise<void>;
 }
+
+/** NodeTunnel events start a pass this long after the first of a burst. */
+export const TUNNEL_EVENT_DELAY_MS = 500;
 
 export async function createOperator(o: OperatorOptions): Promise<Operator> {
   const rest = new KubeRest(o.kc);
@@ -207,7 +212,13 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     concurrency: o.concurrency ?? 2,
     watches: [
       { informer: nodes, map: (obj: KubernetesObject) => controller.keysFor('node', obj) },
-      { informer: tunnels, map: (obj: KubernetesObject) => controller.keysFor('tunnel', obj) },
+      // Agents report often and, in a rollout or a rotation, all at once; a pass over a large overlay judges
+      // every pair (500k at 1,000 nodes), so reports are taken in batches.
+      {
+        informer: tunnels,
+        map: (obj: KubernetesObject) => controller.keysFor('tunnel', obj),
+        delayMs: o.tunnelEventDelayMs ?? TUNNEL_EVENT_DELAY_MS,
+      },
       { informer: secrets, map: (obj: KubernetesObject) => controller.keysFor('secret', obj) },
       { informer: leases, map: (obj: KubernetesObject) => controller.keysFor('lease', obj) },
     ],

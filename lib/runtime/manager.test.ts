@@ -22,7 +22,7 @@ const tunnel = (name: string, owner: string, rv: string): RawObject => ({
 });
 const list = (rv: string, ...items: RawObject[]) => ({ metadata: { resourceVersion: rv }, items });
 
-function setup(opts: { leader?: FakeLeaseClient; resyncPeriodMs?: number } = {}) {
+function setup(opts: { leader?: FakeLeaseClient; resyncPeriodMs?: number; delayMs?: number } = {}) {
   const clock = new FakeClock();
   const overlaysClient = new FakeListWatchClient();
   const tunnelsClient = new FakeListWatchClient();
@@ -60,7 +60,7 @@ function setup(opts: { leader?: FakeLeaseClient; resyncPeriodMs?: number } = {})
   manager.addController({
     name: 'overlay',
     for: overlays,
-    watches: [watch(tunnels, mapTo.owner('OverlayNetwork'))],
+    watches: [{ ...watch(tunnels, mapTo.owner('OverlayNetwork')), delayMs: opts.delayMs ?? 0 }],
     reconcile: async (key, ctx) => {
       reconciled.push(key);
       contexts.push(ctx);
@@ -112,6 +112,27 @@ describe('Manager', () => {
     expect(s.reconciled).toEqual(['a', 'b', 'b']);
     await s.manager.stop();
     await expect(s.manager.done).resolves.toBe('shutdown');
+  });
+
+  test('a watch with delayMs takes a burst of events as one reconcile, delayMs after the first', async () => {
+    const s = setup({ delayMs: 500 });
+    s.overlaysClient.listResults.push(list('1'));
+    s.tunnelsClient.listResults.push(list('1'));
+    await s.manager.start();
+    await flushMicrotasks();
+    for (let i = 0; i < 20; i++) {
+      s.tunnelsClient.send({ type: 'ADDED', object: tunnel(`b.node${i}`, 'b', String(10 + i)) });
+      await s.clock.advance(10);
+    }
+    expect(s.reconciled).toEqual([]);
+    await s.clock.advance(300); // 500 ms after the first event
+    await flushMicrotasks();
+    expect(s.reconciled).toEqual(['b']);
+    // The owned kind itself is not delayed.
+    s.overlaysClient.send({ type: 'ADDED', object: overlay('a', '40') });
+    await flushMicrotasks();
+    expect(s.reconciled).toEqual(['b', 'a']);
+    await s.manager.stop();
   });
 
   test('resync re-enqueues every owned object', async () => {

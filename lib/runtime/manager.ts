@@ -29,6 +29,12 @@ export type KeyMapper<T extends KubernetesObject = KubernetesObject> = (
 export interface WatchSpec {
   informer: Informer<KubernetesObject>;
   map: KeyMapper<KubernetesObject>;
+  /**
+   * Enqueue the keys this long after the event instead of at once: a burst of events (a thousand agents
+   * reporting) then costs one pass per key and delay, not one per event. A key already due sooner keeps
+   * its time.
+   */
+  delayMs?: number;
 }
 
 /** A watch on another kind: its events enqueue the keys `map` returns (the owning objects). */
@@ -155,7 +161,7 @@ export class Manager {
     spec.for.addHandler(keyHandler(queue, (obj) => objectKey(obj), log));
     for (const w of spec.watches ?? []) {
       this.addInformer(w.informer);
-      w.informer.addHandler(keyHandler(queue, w.map, log));
+      w.informer.addHandler(keyHandler(queue, w.map, log, w.delayMs));
     }
     this.controllers.push({ spec, queue });
     return queue;
@@ -284,6 +290,7 @@ function keyHandler<T extends KubernetesObject>(
   queue: WorkQueue,
   map: KeyMapper<T>,
   log: Logger | undefined,
+  delayMs = 0,
 ) {
   const enqueue = (obj: T): void => {
     let keys: string | readonly string[] | undefined;
@@ -294,7 +301,7 @@ function keyHandler<T extends KubernetesObject>(
       return;
     }
     if (keys === undefined) return;
-    for (const key of typeof keys === 'string' ? [keys] : keys) if (key) queue.add(key);
+    for (const key of typeof keys === 'string' ? [keys] : keys) if (key) queue.addAfter(key, delayMs);
   };
   return {
     onAdd: enqueue,

@@ -1076,8 +1076,9 @@ export class OverlayNetworkController {
   }
 
   /**
-   * Writes progress mid-pass (epoch, rotation) before anything depends on it; not a completed pass. The
-   * Rotating condition moves with it, so the pass's last write does not repeat it.
+   * Writes progress mid-pass (epoch, rotation) before anything depends on it; not a completed pass. A
+   * rotation's start and cutover carry the Rotating condition along, so the pass's last write does not
+   * repeat it; a completion leaves Rotating=False to that last write, which brings the new pair counts with it.
    */
   private async persist(scope: Scope, fields: Partial<NonNullable<OverlayNetwork['status']>>): Promise<void> {
     const conditions = setCondition(
@@ -1085,7 +1086,10 @@ export class OverlayNetworkController {
       rotatingCondition(scope),
       scope.now,
     );
-    await this.writeStatus(scope, { status: { ...scope.deferred, ...fields, conditions }, partial: true });
+    await this.writeStatus(scope, {
+      status: { ...scope.deferred, ...fields, ...(scope.rotation ? { conditions } : {}) },
+      partial: true,
+    });
     scope.deferred = undefined;
   }
 

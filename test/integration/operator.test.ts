@@ -335,6 +335,11 @@ test('a label change moves a node out of the overlay and back in', async () => {
   // The node's old stand-in keys are gone with its Secret; a fresh agent publishes new ones.
   standIns.delete(`${OVL}/${nodeName(2)}`);
   await standIn(OVL, 2).publishKeys();
+  // A real agent reports Encrypted only with the pair keys in hand: not before its new Secret exists (a
+  // Secret missing while its node reports Encrypted counts as lost and moves the overlay to a new epoch).
+  await until('node 2 Secret back', async () =>
+    (await secretsOf(OVL)).some((x) => x.metadata?.labels?.['sealmesh.io/node'] === nodeName(2)),
+  );
   await reportAllEncrypted(OVL, [1, 2, 3, 4], 1);
   await until('6/6 again', async () => (await getOverlay(OVL)).status?.encryptedSummary === '6/6');
 });
@@ -423,7 +428,23 @@ test('pool exhaustion is a Degraded condition naming the pool', async () => {
   });
 });
 
+/** Resolves once `counter` has not moved for `ms` (a count-only status write may wait up to 2 s). */
+async function settled(counter: Counter, ms = 3000): Promise<void> {
+  let last = -1;
+  let since = Date.now();
+  await until(
+    'operator settled',
+    () => {
+      const now = counter.total();
+      if (now !== last) [last, since] = [now, Date.now()];
+      return Promise.resolve(Date.now() - since >= ms);
+    },
+    30_000,
+  );
+}
+
 test('an operator restart keeps every address and key and writes nothing', async () => {
+  await settled(leaderCounter);
   const before = await tunnelsOf(OVL);
   const secretsBefore = (await secretsOf(OVL)).map((s) => [s.metadata!.name, s.metadata!.resourceVersion]);
   await leader.stop();

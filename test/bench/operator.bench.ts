@@ -1187,6 +1187,15 @@ function table(r: Report): string {
       `<= ${TARGETS.rotationWritesPerNode}`,
       verdict(ro.writesPerNode <= TARGETS.rotationWritesPerNode),
     ]);
+    {
+      const perNode = sum(ro.writes, (k) => k.startsWith('secret.') || k.startsWith('nodetunnel.'));
+      rows.push([
+        `${at}:   of which key Secrets + NodeTunnels / the overlay's status`,
+        `${(perNode / ro.n).toFixed(2)} per node / ${sum(ro.writes, (k) => k.startsWith('overlay.'))} in all`,
+        '-',
+        '',
+      ]);
+    }
     rows.push([
       `${at}: completed with every pair Encrypted (no RotationIncomplete)`,
       ro.incomplete === undefined ? 'yes' : 'no',

@@ -272,6 +272,28 @@ describe('Informer', () => {
     await informer.stop();
   });
 
+  test('managedFields are never cached, listed or watched', async () => {
+    const withFields = (name: string, rv: string): RawObject => ({
+      ...cm(name, rv),
+      metadata: {
+        ...cm(name, rv).metadata,
+        managedFields: [{ manager: 'agent', fieldsV1: { 'f:data': {} } }],
+      },
+    });
+    const { client, informer } = setup();
+    client.listResults.push(list('10', withFields('a', '5')));
+    informer.start();
+    await informer.waitForSync();
+    await flushMicrotasks();
+    client.send({ type: 'ADDED', object: withFields('b', '11') });
+    for (const name of ['a', 'b']) {
+      const cached = informer.get(name, 'ns')!;
+      expect(cached.metadata).not.toHaveProperty('managedFields');
+      expect(cached.metadata?.resourceVersion).toBeDefined();
+    }
+    await informer.stop();
+  });
+
   test('metadataOnly asks for metadata on every list page and watch; without it nothing is asked', async () => {
     const { client, informer } = setup({ metadataOnly: true, pageSize: 1 });
     client.listResults.push(

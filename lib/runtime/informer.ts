@@ -264,13 +264,11 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
         if (cont !== undefined && isGone(err)) {
           page = await this.opts.client.list(this.path, this.selectors(), signal, this.requestOptions());
           const all = page.items ?? [];
-          const transform = this.opts.transform;
-          return { items: transform ? all.map(transform) : all, rv: page.metadata?.resourceVersion ?? '' };
+          return { items: all.map((o) => this.ingest(o)), rv: page.metadata?.resourceVersion ?? '' };
         }
         throw err;
       }
-      const transform = this.opts.transform;
-      items.push(...(transform ? (page.items ?? []).map(transform) : (page.items ?? [])));
+      items.push(...(page.items ?? []).map((o) => this.ingest(o)));
       cont = page.metadata?.continue || undefined;
     } while (cont !== undefined);
     return { items, rv: page.metadata?.resourceVersion ?? '' };
@@ -359,10 +357,9 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
   }
 
   private handleEvent(ev: WatchEvent, end: (reason: WatchEnd, err?: Error) => void): void {
-    const transform = this.opts.transform;
     const obj =
-      transform && (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED')
-        ? transform(ev.object)
+      ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED'
+        ? this.ingest(ev.object)
         : ev.object;
     switch (ev.type) {
       case 'ADDED':
@@ -399,6 +396,19 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
       default:
         this.log?.warn({ type: ev.type }, 'unknown watch event type');
     }
+  }
+
+  /**
+   * What the cache keeps of an arriving object: never metadata.managedFields (server-side apply bookkeeping,
+   * which for a status with a list of 1,000 keyed entries is as large as the list itself, and which nothing
+   * here reads), then the transform.
+   */
+  private ingest(obj: RawObject): RawObject {
+    if (obj.metadata && 'managedFields' in obj.metadata) {
+      const { managedFields: _dropped, ...metadata } = obj.metadata as Record<string, unknown>;
+      obj = { ...obj, metadata };
+    }
+    return this.opts.transform ? this.opts.transform(obj) : obj;
   }
 
   private bumpRv(obj: RawObject): void {

@@ -62,7 +62,7 @@ const YIELD_EVERY = 20;
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Key Secrets read, planned and written at once. */
-const SECRET_CONCURRENCY = 4;
+const SECRET_CONCURRENCY = 2;
 
 /**
  * Runs fn over items with at most `limit` at a time. On the first failure no new item starts; the ones under

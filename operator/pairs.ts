@@ -82,6 +82,10 @@ export class NodeIds {
     }
     return id;
   }
+  /** The name's number, without giving it one. */
+  get(name: string): number | undefined {
+    return this.ids.get(name);
+  }
   get size(): number {
     return this.ids.size;
   }

@@ -33,12 +33,13 @@ import {
 } from '../../lib/keysecret.js';
 import type { Logger } from '../../lib/log.js';
 import type { Informer } from '../../lib/runtime/informer.js';
+import { forEachLimit, Turns } from '../../lib/runtime/limit.js';
 import type { HandlerResult } from '../../lib/runtime/queue.js';
 import { formatTime, setCondition, type Condition } from '../../lib/runtime/status.js';
 import type { Sealer } from '../../lib/seal.js';
 import { desiredTunnels, type NodeView, type TunnelSpec } from '../desired.js';
 import { planDigests, planKeySecret, type KeyPlanInput, type Member } from '../keyplan.js';
-import { rowHasEncryptedAt, TunnelPeerRows, visitPairRows, type PeerRow } from '../pairs.js';
+import { NodeIds, rowHasEncryptedAt, TunnelPeerRows, visitPairRows, type PeerRow } from '../pairs.js';
 import {
   DEFAULT_TIMINGS,
   nextRotationStep,
@@ -63,45 +64,6 @@ const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmedi
 
 /** Key Secrets read, planned and written at once. */
 const SECRET_CONCURRENCY = 2;
-
-/**
- * Runs fn over items with at most `limit` at a time. On the first failure no new item starts; the ones under
- * way finish, then the failure is thrown.
- */
-async function forEachLimit<T>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (!failure && next < items.length) {
-      const item = items[next++]!;
-      try {
-        await fn(item);
-      } catch (err) {
-        failure ??= { err };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure) throw failure.err;
-}
-
-/**
- * Runs synchronous functions one at a time, each in a turn of the event loop of its own: what concurrent
- * requests bring back together is not processed in one go, so timers, watches and lease renewals run between.
- */
-class Turns {
-  private tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(fn: () => T): Promise<T> {
-    const result = this.tail.then(() => new Promise<void>((resolve) => setImmediate(resolve))).then(fn);
-    this.tail = result.catch(() => undefined);
-    return result;
-  }
-}
 
 /** See OverlayControllerDeps.statusIntervalMs. */
 export const DEFAULT_STATUS_INTERVAL_MS = 2_000;
@@ -166,7 +128,7 @@ interface Memory {
 class PairSet {
   private bits = new Uint8Array(0);
 
-  constructor(private readonly ids = new Map<string, number>()) {}
+  constructor(private readonly ids: NodeIds) {}
 
   /** An empty set numbering nodes as this one does. */
   fresh(): PairSet {
@@ -174,12 +136,8 @@ class PairSet {
   }
 
   private index(a: string, b: string, assign: boolean): number | undefined {
-    let i = this.ids.get(a);
-    let j = this.ids.get(b);
-    if (assign) {
-      if (i === undefined) this.ids.set(a, (i = this.ids.size));
-      if (j === undefined) this.ids.set(b, (j = this.ids.size));
-    }
+    const i = assign ? this.ids.id(a) : this.ids.get(a);
+    const j = assign ? this.ids.id(b) : this.ids.get(b);
     if (i === undefined || j === undefined) return undefined;
     const [lo, hi] = i < j ? [i, j] : [j, i];
     return (hi * (hi - 1)) / 2 + lo;
@@ -353,6 +311,7 @@ export class OverlayNetworkController {
     const raw = this.deps.overlays.get(name);
     if (!raw) {
       this.memory.delete(name);
+      this.lastStatusWrite.delete(name);
       for (const [secret, m] of this.keyMemo) if (m.overlay === name) this.keyMemo.delete(secret);
       return;
     }
@@ -505,7 +464,7 @@ export class OverlayNetworkController {
 
     const previous = this.memory.get(name);
     const memory: Memory = previous ?? {
-      encrypted: new PairSet(),
+      encrypted: new PairSet(new NodeIds()),
       members: new Set(),
       unusable: new Set(),
       exhausted: false,

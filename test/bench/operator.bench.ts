@@ -47,6 +47,7 @@ import { agentLeaseName } from '../../agent/liveness.js';
 import { coreResources, customResource, describeError, isNotFound } from '../../lib/kube.js';
 import { KEY_SECRET_DATA_KEY } from '../../lib/keysecret.js';
 import { Informer } from '../../lib/runtime/informer.js';
+import { forEachLimit } from '../../lib/runtime/limit.js';
 import { KubeLeaseClient } from '../../lib/runtime/leader.js';
 import { KubeRest } from '../../lib/runtime/rest.js';
 import { kubeConfig, repoRoot } from '../support/cluster.js';
@@ -100,15 +101,6 @@ async function until<T>(
       throw new PhaseTimeout(`timed out after ${PHASE_TIMEOUT_MS / 1000} s waiting for ${what}`);
     await sleep(everyMs);
   }
-}
-
-/** Runs `fn` over `items` with at most `limit` in flight. */
-async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -548,7 +540,7 @@ class Lab {
   }
 
   async createNodes(indexes: number[], set: string): Promise<void> {
-    await pool(indexes, CONCURRENCY, async (i) => {
+    await forEachLimit(indexes, CONCURRENCY, async (i) => {
       // Nodes take their status on create (there is no kubelet to report it), so one request per node.
       const body: V1Node = {
         metadata: { name: nodeName(i), labels: { [RUN_LABEL]: run, [SET_LABEL]: set } },
@@ -561,7 +553,7 @@ class Lab {
 
   async deleteNodes(): Promise<number> {
     const list = await this.core.listNode({ labelSelector: `${RUN_LABEL}=${run}` });
-    await pool(list.items, CONCURRENCY, async (n) => {
+    await forEachLimit(list.items, CONCURRENCY, async (n) => {
       try {
         await this.core.deleteNode({ name: n.metadata!.name! });
       } catch (err) {
@@ -624,7 +616,7 @@ class Lab {
       plural: NODE_TUNNEL_PLURAL,
       labelSelector: `${OVERLAY_LABEL}=${name}`,
     })) as { items: KubernetesObject[] };
-    await pool(tunnels.items, CONCURRENCY, async (t) => {
+    await forEachLimit(tunnels.items, CONCURRENCY, async (t) => {
       await this.custom
         .deleteClusterCustomObject({
           group: GROUP,
@@ -694,7 +686,7 @@ async function creationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
     indexes.filter((i) => !have.has(nodeName(i))),
     set,
   );
-  await pool(
+  await forEachLimit(
     indexes.filter((i) => have.has(nodeName(i))),
     CONCURRENCY,
     async (i) => {
@@ -891,7 +883,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
   log(`rotation: ${members} members; creating their liveness Leases and fresh keys`);
   // Liveness: the operator waits only for agents whose Lease is fresh; one long Lease per node covers the phase.
   const leases = new KubeLeaseClient(lab.kc);
-  await pool(nodes, CONCURRENCY, async (node) => {
+  await forEachLimit(nodes, CONCURRENCY, async (node) => {
     const now = Date.now();
     await leases.create(keyNamespace, agentLeaseName(node), {
       holderIdentity: node,
@@ -980,7 +972,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
   const doStage = async (): Promise<void> => {
     const started = Date.now();
     stage = { started, done: 0 };
-    await pool(tunnels, CONCURRENCY, (tunnel) => {
+    await forEachLimit(tunnels, CONCURRENCY, (tunnel) => {
       const node = tunnel.slice(tunnel.indexOf('.') + 1);
       return patchStatus(tunnel, { stagedEpoch: target, stagedPublicKey: staged.get(node)! });
     });
@@ -995,7 +987,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
     const started = Date.now();
     apply.started = started;
     const since = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
-    await pool(tunnels, CONCURRENCY, async (tunnel) => {
+    await forEachLimit(tunnels, CONCURRENCY, async (tunnel) => {
       const node = tunnel.slice(tunnel.indexOf('.') + 1);
       const peers = nodes
         .filter((p) => p !== node)

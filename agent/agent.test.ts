@@ -8,6 +8,7 @@ import { fingerprint, generateKeyPair, publicKeyOf } from '../lib/keys.js';
 import {
   KEY_SECRET_TYPE,
   encodeKeySecretData,
+  keySecretEpochName,
   keySecretName,
   pairKey,
   type SealedPair,
@@ -202,36 +203,50 @@ class World {
     return pair;
   }
 
+  /** Adds entries to the owner's key Secrets, each to the Secret of its epoch (or of `epoch`, when given). */
   addToSecret(
     owner: string,
     add: {
       pairs?: SealedPair[];
       privateKeys?: { epoch: number; publicKey: string; sealedTo: string; sealed: string }[];
+      epoch?: number;
     },
   ): void {
-    const name = keySecretName(OVERLAY, owner);
-    const existing = this.api.get(secretsPath(NS), name) as { data?: Record<string, string> } | undefined;
-    const payload = existing?.data
-      ? (JSON.parse(Buffer.from(existing.data['keys.json']!, 'base64').toString()) as {
-          pairs: SealedPair[];
-          privateKeys: unknown[];
-        })
-      : { pairs: [], privateKeys: [] };
-    this.api.put(secretsPath(NS), {
-      metadata: {
-        name,
-        namespace: NS,
-        labels: { 'sealmesh.io/overlay': OVERLAY, 'sealmesh.io/node': owner },
-      },
-      type: KEY_SECRET_TYPE,
-      data: encodeKeySecretData({
-        version: 1,
-        overlay: OVERLAY,
-        node: owner,
-        pairs: [...payload.pairs, ...(add.pairs ?? [])],
-        privateKeys: [...(payload.privateKeys as never[]), ...(add.privateKeys ?? [])],
-      }),
-    });
+    const epochs = new Set(
+      [...(add.pairs ?? []), ...(add.privateKeys ?? [])].map((e) => add.epoch ?? e.epoch),
+    );
+    for (const epoch of epochs) {
+      const name = keySecretEpochName(keySecretName(OVERLAY, owner), epoch);
+      const existing = this.api.get(secretsPath(NS), name) as { data?: Record<string, string> } | undefined;
+      const payload = existing?.data
+        ? (JSON.parse(Buffer.from(existing.data['keys.json']!, 'base64').toString()) as {
+            pairs: SealedPair[];
+            privateKeys: unknown[];
+          })
+        : { pairs: [], privateKeys: [] };
+      this.api.put(secretsPath(NS), {
+        metadata: {
+          name,
+          namespace: NS,
+          labels: {
+            'sealmesh.io/overlay': OVERLAY,
+            'sealmesh.io/node': owner,
+            'sealmesh.io/epoch': `${epoch}`,
+          },
+        },
+        type: KEY_SECRET_TYPE,
+        data: encodeKeySecretData({
+          version: 1,
+          overlay: OVERLAY,
+          node: owner,
+          pairs: [...payload.pairs, ...(add.pairs ?? []).filter((e) => (add.epoch ?? e.epoch) === epoch)],
+          privateKeys: [
+            ...(payload.privateKeys as never[]),
+            ...(add.privateKeys ?? []).filter((e) => (add.epoch ?? e.epoch) === epoch),
+          ],
+        }),
+      });
+    }
   }
 
   /** Acting as the operator: the OverlayNetwork's status. */
@@ -626,7 +641,7 @@ test('Operator custody: the sealed private key is applied only when it matches s
   expect(world.devices.size === 0 || !world.device().exists).toBe(true);
 
   // the right key is applied
-  world.api.remove(secretsPath(NS), keySecretName(OVERLAY, 'a'));
+  world.api.remove(secretsPath(NS), keySecretEpochName(keySecretName(OVERLAY, 'a'), 1));
   world.addToSecret('a', {
     privateKeys: [
       {

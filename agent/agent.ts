@@ -44,7 +44,13 @@ import {
   type RandomBytes,
   type WgKeyPair,
 } from '../lib/keys.js';
-import { decodeKeySecretData, keySecretName, pairKey, type KeySecretPayload } from '../lib/keysecret.js';
+import {
+  decodeKeySecretData,
+  keySecretEpochName,
+  keySecretName,
+  pairKey,
+  type KeySecretPayload,
+} from '../lib/keysecret.js';
 import { coreResources, customResource, describeError, objectKey, type ResourceRef } from '../lib/kube.js';
 import { newLogger, type Logger } from '../lib/log.js';
 import {
@@ -480,6 +486,9 @@ export class Agent {
           rt.opened.delete(k);
         }
       }
+      // Decoded Secrets of epochs gone by (their Secrets were deleted) are dropped with them.
+      for (const name of rt.secrets.keys())
+        if (!w.secrets.get(name, this.o.namespace)) rt.secrets.delete(name);
     }
     // The cutover instant is a timer of its own: the switch must not wait for the next measurement.
     const wake = cutoverAt === undefined ? Infinity : Math.max(1, cutoverAt - this.clock.now());
@@ -895,8 +904,8 @@ export class Agent {
       return { kind: 'missing', message: 'the operator has not published its sealing key yet' };
     const [a, b] = pairKey(this.node, peer);
     const names = [
-      p.tunnel.spec.secretRef?.name ?? keySecretName(p.overlay, this.node),
-      peerSecret ?? keySecretName(p.overlay, peer),
+      keySecretEpochName(p.tunnel.spec.secretRef?.name ?? keySecretName(p.overlay, this.node), epoch),
+      keySecretEpochName(peerSecret ?? keySecretName(p.overlay, peer), epoch),
     ];
     const pair = names
       .map((n) => this.secretPayload(p, n))
@@ -1030,9 +1039,11 @@ export class Agent {
   private operatorKeyAt(p: Pass, epoch: number, exact: boolean): KeyResult {
     if (!p.operatorKey)
       return { reason: 'AwaitingKeys', message: 'the operator has not published its sealing key yet' };
+    // The Secret of that epoch holds the key serving it (one carried over by a PSK-only rotation keeps the
+    // epoch it was made for).
     const payload = this.secretPayload(
       p,
-      p.tunnel.spec.secretRef?.name ?? keySecretName(p.overlay, this.node),
+      keySecretEpochName(p.tunnel.spec.secretRef?.name ?? keySecretName(p.overlay, this.node), epoch),
     );
     const entries = payload?.privateKeys ?? [];
     const entry = exact

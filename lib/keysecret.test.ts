@@ -1,6 +1,7 @@
 import {
   decodeKeySecretData,
   encodeKeySecretData,
+  keySecretEpochName,
   keySecretName,
   pairOwner,
   type KeySecretPayload,
@@ -69,6 +70,15 @@ test('secret names stay within 253 characters and stay distinct', () => {
   expect(keySecretName('ovl', 'node-1')).toBe('sealmesh.ovl.node-1');
   expect(keySecretName('ovl', long).length).toBeLessThanOrEqual(253);
   expect(keySecretName('ovl', long)).not.toBe(keySecretName('ovl', `${long}x`));
+  // Room is left for the epoch suffix: the longest epoch still gives a valid name.
+  for (const n of ['node-1', long, 'n'.repeat(230)]) {
+    expect(keySecretEpochName(keySecretName('ovl', n), Number.MAX_SAFE_INTEGER).length).toBeLessThanOrEqual(
+      253,
+    );
+  }
+  expect(keySecretEpochName('sealmesh.ovl.node-1', 7)).toBe('sealmesh.ovl.node-1.e7');
+  expect(() => keySecretEpochName('x', -1)).toThrow(/invalid key epoch/);
+  expect(() => keySecretEpochName('x', 1.5)).toThrow(/invalid key epoch/);
 });
 
 test('ties do not depend on argument order and spread ownership evenly', () => {

@@ -1,7 +1,12 @@
 // Layout of the Secrets that carry sealed key material, shared by the operator (writer) and the agents
-// (readers). One Secret per (overlay, node) in the operator's namespace. A pair's PSK lives in the Secret of
-// exactly one of its two nodes, the pair's owner, sealed once for each end: the node that joined later owns
-// the pair, so a node joining an overlay of N nodes costs one Secret write (its own), not N.
+// (readers). One Secret per (overlay, node, key epoch) in the operator's namespace. A pair's PSK lives in the
+// Secret of exactly one of its two nodes, the pair's owner, sealed once for each end: the node that joined
+// later owns the pair, so a node joining an overlay of N nodes costs one Secret write (its own), not N.
+//
+// One Secret per epoch, not one per node holding every epoch: a rotation creates each node's Secret of the new
+// epoch (one write per node) and removes the old epoch's material with one delete-collection request by label,
+// instead of rewriting every node's Secret a second time without it. The Secret of epoch N holds only epoch
+// N's pairs (and, in Operator custody, the private key serving epoch N).
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 
@@ -49,12 +54,24 @@ export const keySecretPayloadSchema = z.object({
 });
 export type KeySecretPayload = z.infer<typeof keySecretPayloadSchema>;
 
-/** Secret names are DNS subdomains of at most 253 characters; long overlay+node names are hashed. */
+/** Room kept after the stem for `.e<epoch>` (epochs are safe integers: at most 16 digits). */
+const EPOCH_SUFFIX_ROOM = 18;
+
+/**
+ * The name stem of a node's key Secrets (NodeTunnel spec.secretRef.name); see keySecretEpochName. Secret names
+ * are DNS subdomains of at most 253 characters; long overlay+node names are hashed.
+ */
 export function keySecretName(overlay: string, node: string): string {
   const name = `sealmesh.${overlay}.${node}`;
-  if (name.length <= 253) return name;
+  if (name.length <= 253 - EPOCH_SUFFIX_ROOM) return name;
   const digest = createHash('sha256').update(`${overlay}/${node}`).digest('hex').slice(0, 16);
   return `sealmesh.${overlay.slice(0, 100)}.${digest}`;
+}
+
+/** The Secret holding a node's material of one key epoch, from the node's stem (keySecretName). */
+export function keySecretEpochName(stem: string, epoch: number): string {
+  if (!Number.isSafeInteger(epoch) || epoch < 0) throw new Error(`invalid key epoch ${epoch}`);
+  return `${stem}.e${epoch}`;
 }
 
 export function pairKey(x: string, y: string): [string, string] {

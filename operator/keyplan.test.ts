@@ -1,7 +1,7 @@
 import { decodeKey, encodeKey } from '../lib/keys.js';
 import { newBoxKeyPair, Sealer, unseal, type BoxKeyPair } from '../lib/seal.js';
 import { pairOwner } from '../lib/keysecret.js';
-import { planDigests, planKeySecret, type KeyPlanInput, type Member } from './keyplan.js';
+import { planDigests, planKeySecret, servingPrivateKey, type KeyPlanInput, type Member } from './keyplan.js';
 
 const operator = newBoxKeyPair();
 const sealer = new Sealer(operator);
@@ -82,52 +82,61 @@ test('Operator custody seals a private key to the node and exposes only the publ
   expect(again.changed).toBe(false);
 });
 
-describe('rotation', () => {
-  test('staging adds target-epoch PSKs and keeps the current ones; completion drops the old', () => {
+describe('rotation (one Secret per epoch)', () => {
+  test("the target epoch's Secret holds only that epoch's PSKs, and becomes the current one unchanged", () => {
     const current = planKeySecret(base, sealer).payload;
-    const staged = planKeySecret(
-      { ...base, target: { epoch: 2, newPrivateKey: false }, existing: current },
-      sealer,
+    const staged = planKeySecret({ ...base, epoch: 2 }, sealer);
+    expect(staged.payload.pairs.map((p) => `${p.a}/${p.b}@${p.epoch}`)).toEqual(['a/c@2', 'b/c@2']);
+    expect(staged.payload.pairs.map((p) => p.fingerprint)).not.toEqual(
+      current.pairs.map((p) => p.fingerprint),
     );
-    expect(staged.payload.pairs.map((p) => `${p.a}/${p.b}@${p.epoch}`)).toEqual([
-      'a/c@1',
-      'a/c@2',
-      'b/c@1',
-      'b/c@2',
-    ]);
-    expect(staged.payload.pairs.filter((p) => p.epoch === 1)).toEqual(current.pairs);
-    const again = planKeySecret(
-      { ...base, target: { epoch: 2, newPrivateKey: false }, existing: staged.payload },
-      sealer,
-    );
-    expect(again.changed).toBe(false);
+    // After completion the same epoch is planned without the rotation: nothing to write.
     const done = planKeySecret({ ...base, epoch: 2, existing: staged.payload }, sealer);
-    expect(done.payload.pairs).toEqual(staged.payload.pairs.filter((p) => p.epoch === 2));
+    expect(done.changed).toBe(false);
     expect(done.newPairs).toEqual([]);
   });
 
-  test('Operator custody: a Keys rotation stages a new private key, a PSK-only one keeps the key', () => {
+  test('material of another epoch in an existing Secret is dropped', () => {
+    const current = planKeySecret(base, sealer).payload;
+    const mixed = {
+      ...current,
+      pairs: [...current.pairs, ...planKeySecret({ ...base, epoch: 2 }, sealer).payload.pairs],
+    };
+    const plan = planKeySecret({ ...base, existing: mixed }, sealer);
+    expect(plan.changed).toBe(true);
+    expect(plan.payload.pairs).toEqual(current.pairs);
+  });
+
+  test('Operator custody: a Keys rotation makes a new private key, a PSK-only one carries the key', () => {
     const op = { ...base, custody: 'Operator' as const };
     const current = planKeySecret(op, sealer);
-    const pskOnly = planKeySecret(
-      { ...op, target: { epoch: 2, newPrivateKey: false }, existing: current.payload },
-      sealer,
-    );
-    expect(pskOnly.payload.privateKeys).toEqual(current.payload.privateKeys);
-    const afterPskOnly = planKeySecret({ ...op, epoch: 2, existing: pskOnly.payload }, sealer);
-    expect(afterPskOnly.publicKey).toBe(current.publicKey);
-    expect(afterPskOnly.payload.privateKeys).toEqual(current.payload.privateKeys);
+    const carried = servingPrivateKey(current.payload);
+    expect(carried?.epoch).toBe(1);
 
-    const keys = planKeySecret(
-      { ...op, target: { epoch: 2, newPrivateKey: true }, existing: current.payload },
-      sealer,
-    );
-    expect(keys.payload.privateKeys.map((k) => k.epoch)).toEqual([1, 2]);
-    expect(keys.publicKey).toBe(current.publicKey);
+    const pskOnly = planKeySecret({ ...op, epoch: 2, carried }, sealer);
+    expect(pskOnly.payload.privateKeys).toEqual(current.payload.privateKeys);
+    expect(pskOnly.publicKey).toBe(current.publicKey);
+    const afterPskOnly = planKeySecret({ ...op, epoch: 2, existing: pskOnly.payload }, sealer);
+    expect(afterPskOnly.changed).toBe(false);
+    expect(afterPskOnly.publicKey).toBe(current.publicKey);
+
+    const keys = planKeySecret({ ...op, epoch: 2, newPrivateKey: true, carried }, sealer);
+    expect(keys.payload.privateKeys.map((k) => k.epoch)).toEqual([2]);
+    expect(keys.publicKey).not.toBe(current.publicKey);
     const afterKeys = planKeySecret({ ...op, epoch: 2, existing: keys.payload }, sealer);
-    expect(afterKeys.payload.privateKeys.map((k) => k.epoch)).toEqual([2]);
-    expect(afterKeys.publicKey).not.toBe(current.publicKey);
-    expect(afterKeys.publicKey).toBe(keys.payload.privateKeys[1]!.publicKey);
+    expect(afterKeys.changed).toBe(false);
+    expect(afterKeys.publicKey).toBe(keys.publicKey);
+  });
+
+  test('Operator custody: a carried key sealed to an old envelope key, or of a later epoch, is not used', () => {
+    const op = { ...base, custody: 'Operator' as const };
+    const current = planKeySecret(op, sealer);
+    const carried = servingPrivateKey(current.payload)!;
+    const stale = planKeySecret({ ...op, epoch: 2, carried: { ...carried, sealedTo: 'old' } }, sealer);
+    expect(stale.publicKey).not.toBe(current.publicKey);
+    expect(stale.payload.privateKeys.map((k) => k.epoch)).toEqual([2]);
+    const later = planKeySecret({ ...op, epoch: 1, carried: { ...carried, epoch: 5 } }, sealer);
+    expect(later.publicKey).not.toBe(current.publicKey);
   });
 });
 
@@ -195,14 +204,12 @@ describe('planDigests', () => {
     expect(after.get('h')).toBe(before.get('h')); // joined first, owns nothing with f
   });
 
-  test('epoch, rotation target, custody and PSK mode are covered; without PSKs peers are not', () => {
+  test('epoch, custody and PSK mode are covered, a rotation scope is not; without PSKs peers are not', () => {
     const d = planDigests(input(world));
     const g = (extra: Partial<KeyPlanInput>) => planDigests(input(world, extra)).get('a');
     expect(g({ epoch: 2 })).not.toBe(d.get('a'));
-    expect(g({ target: { epoch: 2, newPrivateKey: false } })).not.toBe(d.get('a'));
-    expect(g({ target: { epoch: 2, newPrivateKey: true } })).not.toBe(
-      g({ target: { epoch: 2, newPrivateKey: false } }),
-    );
+    // A staged Secret keeps its digest when its epoch becomes the current one (completion reads nothing).
+    expect(g({ newPrivateKey: true })).toBe(d.get('a'));
     expect(g({ custody: 'Operator' })).not.toBe(d.get('a'));
     expect(g({ presharedKeys: 'Disabled' })).not.toBe(d.get('a'));
     const off = (ms: Member[]) => planDigests(input(ms, { presharedKeys: 'Disabled' }));

@@ -1,7 +1,7 @@
-// What a node's key Secret should hold: the PSKs of the pairs this node owns at the current epoch, each
-// sealed to both ends, and (Operator custody) this node's WireGuard private key. Pure apart from the injected
-// randomness: an existing entry is kept as long as it is at the current epoch and was sealed to the envelope
-// keys the two ends publish now, so an unchanged world plans an unchanged Secret and causes no write.
+// What a node's key Secret of one epoch should hold: the PSKs at that epoch of the pairs this node owns, each
+// sealed to both ends, and (Operator custody) the WireGuard private key serving that epoch. Pure apart from
+// the injected randomness: an existing entry is kept as long as it was sealed to the envelope keys the two
+// ends publish now, so an unchanged world plans an unchanged Secret and causes no write.
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { decodeKey, fingerprint, generateKeyPair } from '../lib/keys.js';
@@ -24,10 +24,15 @@ export interface Member {
 export interface KeyPlanInput {
   overlay: string;
   node: string;
-  /** the current epoch N */
+  /** the epoch of this Secret: the overlay's current epoch, or the one a rotation stages */
   epoch: number;
-  /** during a rotation: the epoch being staged, and whether it brings new private keys (scope Keys) */
-  target?: { epoch: number; newPrivateKey: boolean } | undefined;
+  /**
+   * Operator custody, when this Secret has no usable private key yet: true when the epoch is staged by a
+   * rotation of scope Keys (a new key is made for it); otherwise `carried`, the key serving the epoch before,
+   * is copied in (a PSK-only rotation keeps the private keys), or a new key is made when there is none.
+   */
+  newPrivateKey?: boolean | undefined;
+  carried?: SealedPrivateKey | undefined;
   presharedKeys: 'PerPair' | 'Disabled';
   custody: 'Node' | 'Operator';
   members: readonly Member[];
@@ -37,7 +42,7 @@ export interface KeyPlanInput {
 export interface KeyPlan {
   payload: KeySecretPayload;
   changed: boolean;
-  /** Operator custody: the node's public key at the current epoch */
+  /** Operator custody: the node's public key at this epoch */
   publicKey?: string | undefined;
   /** pairs whose PSK was generated in this plan, as "a/b@epoch" (for logs: names only) */
   newPairs: string[];
@@ -68,14 +73,14 @@ function envelope(m: Member | undefined): { key: Uint8Array; fp: string } | unde
 }
 
 /**
- * Material for the current epoch and, during a rotation, the target epoch; anything older is dropped (that
- * is how epoch-N material is deleted once a rotation completes). In Operator custody a private key lives at
- * the epoch it was made for and serves every later epoch until a rotation of scope Keys makes a new one.
+ * The Secret of one epoch. Material of other epochs has no place in it: a Secret planned from an existing one
+ * drops it. In Operator custody a private key keeps the epoch it was made for: a PSK-only rotation carries it
+ * into the next epoch's Secret, a rotation of scope Keys makes a new one.
  */
 export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: RandomBytes): KeyPlan {
   const me = input.members.find((m) => m.name === input.node);
   const mine = envelope(me);
-  const epochs = input.target ? [input.epoch, input.target.epoch] : [input.epoch];
+  const epoch = input.epoch;
   const existingPairs = new Map((input.existing?.pairs ?? []).map((p) => [`${p.a}/${p.b}@${p.epoch}`, p]));
   const pairs: SealedPair[] = [];
   const newPairs: string[] = [];
@@ -86,49 +91,44 @@ export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: Rand
       if (!theirs) continue;
       const [a, b] = pairKey(me.name, peer.name);
       const fps = { [me.name]: mine.fp, [peer.name]: theirs.fp };
-      for (const epoch of epochs) {
-        const old = existingPairs.get(`${a}/${b}@${epoch}`);
-        if (old && old.sealedTo[a] === fps[a] && old.sealedTo[b] === fps[b]) {
-          pairs.push(old);
-          continue;
-        }
-        const psk = newPresharedKey(random);
-        pairs.push({
-          a,
-          b,
-          epoch,
-          fingerprint: fingerprint(psk),
-          sealedTo: { [a]: fps[a]!, [b]: fps[b]! },
-          sealed: { [me.name]: sealer.seal(psk, mine.key), [peer.name]: sealer.seal(psk, theirs.key) },
-        });
-        psk.fill(0);
-        newPairs.push(`${a}/${b}@${epoch}`);
+      const old = existingPairs.get(`${a}/${b}@${epoch}`);
+      if (old && old.sealedTo[a] === fps[a] && old.sealedTo[b] === fps[b]) {
+        pairs.push(old);
+        continue;
       }
+      const psk = newPresharedKey(random);
+      pairs.push({
+        a,
+        b,
+        epoch,
+        fingerprint: fingerprint(psk),
+        sealedTo: { [a]: fps[a]!, [b]: fps[b]! },
+        sealed: { [me.name]: sealer.seal(psk, mine.key), [peer.name]: sealer.seal(psk, theirs.key) },
+      });
+      psk.fill(0);
+      newPairs.push(`${a}/${b}@${epoch}`);
     }
   }
   const privateKeys: SealedPrivateKey[] = [];
   let publicKey: string | undefined;
   if (input.custody === 'Operator' && mine) {
-    const usable = (input.existing?.privateKeys ?? []).filter((k) => k.sealedTo === mine.fp);
-    const fresh = (epoch: number): SealedPrivateKey => {
+    const usable = (k: SealedPrivateKey | undefined): k is SealedPrivateKey =>
+      k !== undefined && k.sealedTo === mine.fp && k.epoch <= epoch;
+    // The newest usable entry already here; else a new one for a rotation of scope Keys; else the carried one.
+    const kept = (input.existing?.privateKeys ?? []).filter(usable).sort((x, y) => y.epoch - x.epoch)[0];
+    let entry = kept ?? (!input.newPrivateKey && usable(input.carried) ? input.carried : undefined);
+    if (!entry) {
       const kp = generateKeyPair(random);
-      const entry = {
+      entry = {
         epoch,
         publicKey: kp.publicKey,
         sealedTo: mine.fp,
         sealed: sealer.seal(kp.privateKey, mine.key),
       };
       kp.privateKey.fill(0);
-      return entry;
-    };
-    // The key serving epoch e: the newest usable entry at or before e.
-    const serving = (e: number) => usable.filter((k) => k.epoch <= e).sort((x, y) => y.epoch - x.epoch)[0];
-    const current = serving(input.epoch) ?? fresh(input.epoch);
-    privateKeys.push(current);
-    publicKey = current.publicKey;
-    if (input.target?.newPrivateKey) {
-      privateKeys.push(usable.find((k) => k.epoch === input.target!.epoch) ?? fresh(input.target.epoch));
     }
+    privateKeys.push(entry);
+    publicKey = entry.publicKey;
   }
   const payload: KeySecretPayload = {
     version: 1,
@@ -140,8 +140,13 @@ export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: Rand
   return { payload, changed: !isDeepStrictEqual(payload, input.existing), publicKey, newPairs };
 }
 
+/** The private key an Operator-custody Secret holds for its epoch (the one to carry into the next epoch). */
+export function servingPrivateKey(payload: KeySecretPayload | undefined): SealedPrivateKey | undefined {
+  return [...(payload?.privateKeys ?? [])].sort((x, y) => y.epoch - x.epoch)[0];
+}
+
 /** Bump when planKeySecret starts to depend on something else, so every stored digest goes stale. */
-const PLAN_DIGEST_VERSION = 1;
+const PLAN_DIGEST_VERSION = 2;
 
 /**
  * For each member, a digest of everything planKeySecret reads for that member's Secret besides the Secret
@@ -153,13 +158,18 @@ const PLAN_DIGEST_VERSION = 1;
  * key) that joined no later than the node, hashed in join order with one running hash: O(N) for a whole
  * overlay. A node joining later changes no earlier node's digest, which keeps a join at one Secret write and
  * one Secret read. The tie group is covered whole, which is conservative: at worst an extra read.
+ *
+ * `newPrivateKey` and `carried` are left out on purpose: they matter only while the Secret holds no usable
+ * private key, that is when it is first planned (a changed envelope key is in the digest). So a staged Secret
+ * keeps its digest when its epoch becomes the current one, and completing a rotation reads no Secret.
  */
-export function planDigests(input: Omit<KeyPlanInput, 'node' | 'existing'>): Map<string, string> {
+export function planDigests(
+  input: Omit<KeyPlanInput, 'node' | 'existing' | 'newPrivateKey' | 'carried'>,
+): Map<string, string> {
   const common = JSON.stringify({
     v: PLAN_DIGEST_VERSION,
     overlay: input.overlay,
     epoch: input.epoch,
-    target: input.target ?? null,
     presharedKeys: input.presharedKeys,
     custody: input.custody,
   });

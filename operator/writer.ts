@@ -21,6 +21,7 @@ export type WriteKind =
   | 'secret.create'
   | 'secret.update'
   | 'secret.delete'
+  | 'secret.deletecollection'
   | 'overlay.status'
   | 'overlay.finalizer'
   | 'event';
@@ -47,6 +48,8 @@ export interface OperatorWriter {
   createSecret(namespace: string, body: V1Secret): Promise<string | undefined>;
   replaceSecret(namespace: string, name: string, body: V1Secret): Promise<string | undefined>;
   deleteSecret(namespace: string, name: string): Promise<void>;
+  /** Deletes every Secret `labelSelector` selects with one request; resolves to how many were deleted. */
+  deleteSecrets(namespace: string, labelSelector: string): Promise<number>;
   /** Replaces the status subresource; `resourceVersion` guards against lost updates. */
   replaceOverlayStatus(name: string, resourceVersion: string | undefined, status: object): Promise<void>;
   setOverlayFinalizers(
@@ -151,6 +154,17 @@ export class KubeOperatorWriter implements OperatorWriter {
     this.guard();
     await this.core.deleteNamespacedSecret({ namespace, name });
     this.done('secret.delete');
+  }
+
+  async deleteSecrets(namespace: string, labelSelector: string): Promise<number> {
+    this.guard();
+    const deleted = await this.rest.deleteCollection<{ items?: unknown[] }>(
+      collectionPath(coreResources.secrets, namespace),
+      { labelSelector },
+      { metadataOnly: true },
+    );
+    this.done('secret.deletecollection');
+    return deleted.items?.length ?? 0;
   }
 
   async replaceOverlayStatus(

@@ -15,6 +15,8 @@ export const NODE_TUNNEL_PLURAL = 'nodetunnels';
 export const OVERLAY_LABEL = `${GROUP}/overlay`;
 /** Label on every NodeTunnel (and sealed Secret): the name of its Node. */
 export const NODE_LABEL = `${GROUP}/node`;
+/** Label on every sealed Secret: the key epoch whose material it holds. */
+export const EPOCH_LABEL = `${GROUP}/epoch`;
 /** Annotation on an OverlayNetwork: any new value starts a rotation now. */
 export const ROTATE_ANNOTATION = `${GROUP}/rotate`;
 /** A value of ROTATE_ANNOTATION starting with this asks for a pre-shared-key-only rotation (sessions continue). */

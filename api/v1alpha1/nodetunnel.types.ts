@@ -82,11 +82,11 @@ export const NodeTunnelSpecSchema = z
     secretRef: z
       .object({
         namespace: dnsLabel("Namespace of the Secret (the operator's namespace)."),
-        name: dnsSubdomain('Name of the Secret.'),
+        name: dnsSubdomain('Name stem of the Secrets: the one of key epoch N is named `<name>.e<N>`.'),
       })
       .optional()
       .describe(
-        "The Secret holding this node's sealed key material (pre-shared keys, and the private key in Operator custody).",
+        "The Secrets holding this node's sealed key material (pre-shared keys, and the private key in Operator custody), one per key epoch: a rotation creates the new epoch's Secrets and deletes the old epoch's at completion.",
       ),
   })
   .describe('Desired state of the tunnel, written by the operator only.');

@@ -137,6 +137,19 @@ export class KubeRest implements ListWatchClient {
     );
   }
 
+  /**
+   * DELETE a collection, `query` selecting its members (labelSelector). With `metadataOnly` the server lists
+   * the deleted objects by metadata only: deleting 1,000 key Secrets does not bring their data back.
+   */
+  deleteCollection<T>(path: string, query: Query, options?: RequestOptions): Promise<T> {
+    return this.request<T>(
+      'DELETE',
+      this.url(path, query),
+      undefined,
+      options?.metadataOnly ? METADATA_LIST_ACCEPT : undefined,
+    );
+  }
+
   private async request<T>(
     method: string,
     url: URL,

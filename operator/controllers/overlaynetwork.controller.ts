@@ -11,6 +11,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { KubernetesObject, V1Node, V1Secret } from '@kubernetes/client-node';
 import {
   API_VERSION,
+  EPOCH_LABEL,
   NODE_LABEL,
   NODE_TUNNEL_KIND,
   OVERLAY_LABEL,
@@ -25,11 +26,13 @@ import { describeError, isAlreadyExists, isConflict, isNotFound } from '../../li
 import {
   decodeKeySecretData,
   encodeKeySecretData,
+  keySecretEpochName,
   keySecretName,
   KEY_SECRET_TYPE,
   PLAN_DIGEST_ANNOTATION,
   PUBLIC_KEY_ANNOTATION,
   type KeySecretPayload,
+  type SealedPrivateKey,
 } from '../../lib/keysecret.js';
 import type { Logger } from '../../lib/log.js';
 import type { Informer } from '../../lib/runtime/informer.js';
@@ -38,7 +41,7 @@ import type { HandlerResult } from '../../lib/runtime/queue.js';
 import { formatTime, setCondition, type Condition } from '../../lib/runtime/status.js';
 import type { Sealer } from '../../lib/seal.js';
 import { desiredTunnels, type NodeView, type TunnelSpec } from '../desired.js';
-import { planDigests, planKeySecret, type KeyPlanInput, type Member } from '../keyplan.js';
+import { planDigests, planKeySecret, servingPrivateKey, type Member } from '../keyplan.js';
 import { NodeIds, rowHasEncryptedAt, TunnelPeerRows, visitPairRows, type PeerRow } from '../pairs.js';
 import {
   DEFAULT_TIMINGS,
@@ -382,9 +385,12 @@ export class OverlayNetworkController {
     return out;
   }
 
-  /** The key Secret's metadata (the cache holds no data). */
-  private secretOf(overlay: string, node: string): KubernetesObject | undefined {
-    return this.deps.secrets.get(keySecretName(overlay, node), this.deps.namespace);
+  /** The key Secret's metadata at `epoch` (the cache holds no data). */
+  private secretOf(overlay: string, node: string, epoch: number): KubernetesObject | undefined {
+    return this.deps.secrets.get(
+      keySecretEpochName(keySecretName(overlay, node), epoch),
+      this.deps.namespace,
+    );
   }
 
   /**
@@ -460,7 +466,7 @@ export class OverlayNetworkController {
     await this.rotate(scope, members, existing, rows, log);
     const publicKeys = await this.syncSecrets(scope, members, log);
     await this.syncTunnels(scope, desired.tunnels, existing, publicKeys);
-    await this.deleteStaleSecrets(scope, new Set(desired.tunnels.keys()));
+    await this.deleteStaleSecrets(scope, new Set(desired.tunnels.keys()), log);
 
     const previous = this.memory.get(name);
     const memory: Memory = previous ?? {
@@ -754,117 +760,176 @@ export class OverlayNetworkController {
       const inUse =
         status?.appliedEpoch === scope.epoch && row !== undefined && rowHasEncryptedAt(row, scope.epoch);
       if (!inUse) continue;
-      const secret = this.secretOf(scope.name, m.name);
+      const secret = this.secretOf(scope.name, m.name, scope.epoch);
       if (!secret || !(await this.decodable(scope.name, secret))) lost.push(m.name);
     }
     return lost;
   }
 
+  /**
+   * Every member's key Secret of the current epoch and, during a rotation, of the target epoch. Returns the
+   * public keys at the current epoch (Operator custody).
+   */
   private async syncSecrets(scope: Scope, members: Member[], log: Logger): Promise<Map<string, string>> {
     const { overlay, name } = scope;
     const publicKeys = new Map<string, string>();
-    const common: Omit<KeyPlanInput, 'existing' | 'node' | 'members'> = {
+    const common = {
       overlay: name,
-      epoch: scope.epoch,
-      target: scope.rotation
-        ? { epoch: scope.rotation.targetEpoch, newPrivateKey: scope.rotation.scope === 'Keys' }
-        : undefined,
       presharedKeys: overlay.spec.keys.presharedKeys,
       custody: overlay.spec.keys.custody,
     };
-    // Everything each plan depends on besides the Secret itself, for all members in one O(N) pass.
-    const digests = planDigests({ ...common, members });
     const work: Array<() => Promise<void>> = [];
-    let i = 0;
-    for (const m of members) {
-      if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
-      if (!m.envelopePublicKey) continue; // nothing can be sealed to this node yet
-      const secretName = keySecretName(name, m.name);
-      const current = this.secretOf(name, m.name);
-      const inputs = digests.get(m.name) ?? '';
-      const resourceVersion = current?.metadata?.resourceVersion;
-      const annotations = current?.metadata?.annotations ?? {};
-      const memo = this.keyMemo.get(secretName);
-      // Same inputs as the Secret was planned from, and the Secret is as planned (we saw this resourceVersion,
-      // or it carries our digest and we never saw it change): the plan would be this Secret again (a plan is
-      // random only when it changes), so its data need not be read.
-      const upToDate =
-        resourceVersion !== undefined &&
-        ((memo?.resourceVersion === resourceVersion && memo.inputs === inputs) ||
-          (annotations[PLAN_DIGEST_ANNOTATION] === inputs &&
-            (memo === undefined || memo.resourceVersion === resourceVersion)));
-      if (upToDate) {
-        const publicKey = memo?.publicKey ?? annotations[PUBLIC_KEY_ANNOTATION];
-        if (publicKey) publicKeys.set(m.name, publicKey);
-        continue;
-      }
-      work.push(async () => {
-        const read = current ? await this.deps.secretReader.read(this.deps.namespace, secretName) : undefined;
-        const stored = read && { resourceVersion: read.metadata?.resourceVersion };
-        // Decoding, sealing and encoding a Secret of 1,000 pairs take ~20, ~45 and ~10 ms: each step is a turn
-        // of the event loop of its own, one step of one Secret at a time, however many reads came back together.
-        const decoded = read ? await this.cpu.run(() => decodeKeySecretData(read.data)) : undefined;
-        const existing: KeySecretPayload | undefined = decoded?.ok ? decoded.payload : undefined;
-        const plan = await this.cpu.run(() =>
-          planKeySecret({ ...common, node: m.name, members, existing }, this.deps.sealer),
+    const epochs: Array<{ epoch: number; newPrivateKey: boolean }> = [
+      { epoch: scope.epoch, newPrivateKey: false },
+      ...(scope.rotation
+        ? [{ epoch: scope.rotation.targetEpoch, newPrivateKey: scope.rotation.scope === 'Keys' }]
+        : []),
+    ];
+    // A PSK-only rotation carries each node's private key (Operator custody) from its current Secret.
+    const carries = common.custody === 'Operator' && scope.rotation?.scope === 'PresharedKeys';
+    for (const { epoch, newPrivateKey } of epochs) {
+      // Everything each plan depends on besides the Secret itself, for all members in one O(N) pass.
+      const digests = planDigests({ ...common, epoch, members });
+      let i = 0;
+      for (const m of members) {
+        if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
+        if (!m.envelopePublicKey) continue; // nothing can be sealed to this node yet
+        const current = epoch === scope.epoch;
+        const job = this.secretJob(scope, m, epoch, digests.get(m.name) ?? '', log, (input) =>
+          planKeySecret(
+            { ...common, ...input, epoch, members, newPrivateKey, node: m.name },
+            this.deps.sealer,
+          ),
         );
-        const unchanged = !plan.changed && stored?.resourceVersion !== undefined;
-        const data = unchanged ? undefined : await this.cpu.run(() => encodeKeySecretData(plan.payload));
-        if (plan.publicKey) publicKeys.set(m.name, plan.publicKey);
-        if (!data && stored?.resourceVersion) {
-          this.keyMemo.set(secretName, {
-            overlay: name,
-            resourceVersion: stored.resourceVersion,
-            inputs,
-            publicKey: plan.publicKey,
-          });
-          return;
+        if (!job) {
+          const publicKey = current ? this.knownPublicKey(name, m.name, epoch) : undefined;
+          if (publicKey) publicKeys.set(m.name, publicKey);
+          continue;
         }
-        const body: V1Secret = {
-          apiVersion: 'v1',
-          kind: 'Secret',
-          metadata: {
-            name: secretName,
-            namespace: this.deps.namespace,
-            labels: { ...MANAGED_BY, [OVERLAY_LABEL]: name, [NODE_LABEL]: m.name },
-            annotations: {
-              [PLAN_DIGEST_ANNOTATION]: inputs,
-              ...(plan.publicKey ? { [PUBLIC_KEY_ANNOTATION]: plan.publicKey } : {}),
-            },
-            ...(stored?.resourceVersion ? { resourceVersion: stored.resourceVersion } : {}),
-          },
-          type: KEY_SECRET_TYPE,
-          data,
-        };
-        let written: string | undefined;
-        if (stored) written = await this.deps.writer.replaceSecret(this.deps.namespace, secretName, body);
-        else {
-          try {
-            written = await this.deps.writer.createSecret(this.deps.namespace, body);
-          } catch (err) {
-            // Our own earlier create, not yet in the cache: its watch event brings us back to compare.
-            if (!isAlreadyExists(err)) throw err;
-            log.debug({ secret: secretName }, 'key Secret already exists; waiting for the cache');
-            publicKeys.delete(m.name); // the key planned here was not stored: do not announce it
-            return;
-          }
-        }
-        if (written) {
-          this.keyMemo.set(secretName, {
-            overlay: name,
-            resourceVersion: written,
-            inputs,
-            publicKey: plan.publicKey,
-          });
-        }
-        if (plan.newPairs.length > 0) {
-          log.info({ node: m.name, pairs: plan.newPairs.length, epoch: scope.epoch }, 'sealed new pair keys');
-        }
-      });
+        work.push(async () => {
+          const carried =
+            carries && !current ? await this.carriedPrivateKey(name, m.name, scope.epoch) : undefined;
+          const publicKey = await job(carried);
+          if (current && publicKey) publicKeys.set(m.name, publicKey);
+        });
+      }
     }
     // Reads, plans and writes overlap: at 1,000 nodes one after another they took ~50 s of round trips.
     await forEachLimit(work, SECRET_CONCURRENCY, (job) => job());
     return publicKeys;
+  }
+
+  /** The public key recorded for an up-to-date Secret (Operator custody). */
+  private knownPublicKey(overlay: string, node: string, epoch: number): string | undefined {
+    const secret = this.secretOf(overlay, node, epoch);
+    const memo = this.keyMemo.get(secret?.metadata?.name ?? '');
+    return memo?.publicKey ?? secret?.metadata?.annotations?.[PUBLIC_KEY_ANNOTATION];
+  }
+
+  /** Operator custody: the private key a node's Secret of `epoch` holds, to carry into the next epoch. */
+  private async carriedPrivateKey(
+    overlay: string,
+    node: string,
+    epoch: number,
+  ): Promise<SealedPrivateKey | undefined> {
+    const read = await this.readKeySecret(keySecretEpochName(keySecretName(overlay, node), epoch));
+    return read?.decoded.ok ? servingPrivateKey(read.decoded.payload) : undefined;
+  }
+
+  /**
+   * The work of bringing one node's Secret of one epoch up to date, or undefined when it is up to date: the
+   * same inputs as it was planned from (`inputs`, a plan digest), and the Secret is as planned (we saw this
+   * resourceVersion, or it carries our digest and we never saw it change). A plan is random only when it
+   * changes, so the Secret's data need not be read. The job resolves to the plan's public key.
+   */
+  private secretJob(
+    scope: Scope,
+    m: Member,
+    epoch: number,
+    inputs: string,
+    log: Logger,
+    plan: (input: {
+      existing: KeySecretPayload | undefined;
+      carried: SealedPrivateKey | undefined;
+    }) => ReturnType<typeof planKeySecret>,
+  ): ((carried: SealedPrivateKey | undefined) => Promise<string | undefined>) | undefined {
+    const { name } = scope;
+    const secretName = keySecretEpochName(keySecretName(name, m.name), epoch);
+    const current = this.deps.secrets.get(secretName, this.deps.namespace);
+    const resourceVersion = current?.metadata?.resourceVersion;
+    const annotations = current?.metadata?.annotations ?? {};
+    const memo = this.keyMemo.get(secretName);
+    const upToDate =
+      resourceVersion !== undefined &&
+      ((memo?.resourceVersion === resourceVersion && memo.inputs === inputs) ||
+        (annotations[PLAN_DIGEST_ANNOTATION] === inputs &&
+          (memo === undefined || memo.resourceVersion === resourceVersion)));
+    if (upToDate) return undefined;
+    return async (carried) => {
+      const read = current ? await this.deps.secretReader.read(this.deps.namespace, secretName) : undefined;
+      const stored = read && { resourceVersion: read.metadata?.resourceVersion };
+      // Decoding, sealing and encoding a Secret of 1,000 pairs take ~10, ~25 and ~5 ms: each step is a turn
+      // of the event loop of its own, one step of one Secret at a time, however many reads came back together.
+      const decoded = read ? await this.cpu.run(() => decodeKeySecretData(read.data)) : undefined;
+      const existing: KeySecretPayload | undefined = decoded?.ok ? decoded.payload : undefined;
+      const planned = await this.cpu.run(() => plan({ existing, carried }));
+      const unchanged = !planned.changed && stored?.resourceVersion !== undefined;
+      const data = unchanged ? undefined : await this.cpu.run(() => encodeKeySecretData(planned.payload));
+      if (!data && stored?.resourceVersion) {
+        this.keyMemo.set(secretName, {
+          overlay: name,
+          resourceVersion: stored.resourceVersion,
+          inputs,
+          publicKey: planned.publicKey,
+        });
+        return planned.publicKey;
+      }
+      const body: V1Secret = {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: {
+          name: secretName,
+          namespace: this.deps.namespace,
+          labels: {
+            ...MANAGED_BY,
+            [OVERLAY_LABEL]: name,
+            [NODE_LABEL]: m.name,
+            [EPOCH_LABEL]: String(epoch),
+          },
+          annotations: {
+            [PLAN_DIGEST_ANNOTATION]: inputs,
+            ...(planned.publicKey ? { [PUBLIC_KEY_ANNOTATION]: planned.publicKey } : {}),
+          },
+          ...(stored?.resourceVersion ? { resourceVersion: stored.resourceVersion } : {}),
+        },
+        type: KEY_SECRET_TYPE,
+        data,
+      };
+      let written: string | undefined;
+      if (stored) written = await this.deps.writer.replaceSecret(this.deps.namespace, secretName, body);
+      else {
+        try {
+          written = await this.deps.writer.createSecret(this.deps.namespace, body);
+        } catch (err) {
+          // Our own earlier create, not yet in the cache: its watch event brings us back to compare.
+          if (!isAlreadyExists(err)) throw err;
+          log.debug({ secret: secretName }, 'key Secret already exists; waiting for the cache');
+          return undefined; // the key planned here was not stored: do not announce it
+        }
+      }
+      if (written) {
+        this.keyMemo.set(secretName, {
+          overlay: name,
+          resourceVersion: written,
+          inputs,
+          publicKey: planned.publicKey,
+        });
+      }
+      if (planned.newPairs.length > 0) {
+        log.info({ node: m.name, pairs: planned.newPairs.length, epoch }, 'sealed new pair keys');
+      }
+      return planned.publicKey;
+    };
   }
 
   private async syncTunnels(
@@ -945,11 +1010,31 @@ export class OverlayNetworkController {
     }
   }
 
-  private async deleteStaleSecrets(scope: Scope, keep: Set<string>): Promise<void> {
-    for (const s of this.deps.secrets.list(this.deps.namespace)) {
-      const labels = s.metadata?.labels ?? {};
-      if (labels[OVERLAY_LABEL] !== scope.name) continue;
-      const node = labels[NODE_LABEL];
+  /**
+   * Deletes the key Secrets no longer needed: those of epochs other than the current one and a rotation's
+   * target (after a completed rotation: all of the old epoch's, with one request), and those of nodes that
+   * left the overlay.
+   */
+  private async deleteStaleSecrets(scope: Scope, keep: Set<string>, log: Logger): Promise<void> {
+    const epochs = new Set([String(scope.epoch)]);
+    if (scope.rotation) epochs.add(String(scope.rotation.targetEpoch));
+    const ofOverlay = this.deps.secrets
+      .list(this.deps.namespace)
+      .filter((s) => s.metadata?.labels?.[OVERLAY_LABEL] === scope.name);
+    const staleEpoch = (s: KubernetesObject) => !epochs.has(s.metadata?.labels?.[EPOCH_LABEL] ?? '');
+    if (ofOverlay.some(staleEpoch)) {
+      // `notin` also selects Secrets without the label (written before Secrets were per epoch).
+      const selector = [
+        ...Object.entries(MANAGED_BY).map(([k, v]) => `${k}=${v}`),
+        `${OVERLAY_LABEL}=${scope.name}`,
+        `${EPOCH_LABEL} notin (${[...epochs].join(',')})`,
+      ].join(',');
+      const deleted = await this.deps.writer.deleteSecrets(this.deps.namespace, selector);
+      if (deleted > 0) log.info({ deleted, kept: [...epochs] }, 'deleted key Secrets of old epochs');
+    }
+    for (const s of ofOverlay) {
+      if (staleEpoch(s)) continue;
+      const node = s.metadata?.labels?.[NODE_LABEL];
       if (node !== undefined && keep.has(node)) continue;
       try {
         await this.deps.writer.deleteSecret(this.deps.namespace, s.metadata?.name ?? '');
@@ -1178,13 +1263,14 @@ export class OverlayNetworkController {
         if (!isNotFound(err)) throw err;
       }
     }
-    for (const s of this.deps.secrets.list(this.deps.namespace)) {
-      if (s.metadata?.labels?.[OVERLAY_LABEL] !== name) continue;
-      try {
-        await this.deps.writer.deleteSecret(this.deps.namespace, s.metadata?.name ?? '');
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
+    if (
+      this.deps.secrets.list(this.deps.namespace).some((s) => s.metadata?.labels?.[OVERLAY_LABEL] === name)
+    ) {
+      const selector = [
+        ...Object.entries(MANAGED_BY).map(([k, v]) => `${k}=${v}`),
+        `${OVERLAY_LABEL}=${name}`,
+      ];
+      await this.deps.writer.deleteSecrets(this.deps.namespace, selector.join(','));
     }
     // The caches can lag our own deletes; only drop the finalizer once they show nothing left.
     const remaining =

@@ -9,8 +9,9 @@
 //   5. the longest the operator's event loop was blocked in each phase (its gauge
 //      `sealmesh_event_loop_delay_max_seconds`, reset by each scrape, so the bench takes the max of its scrapes);
 //   6. a full rotation (scope Keys) of the largest overlay: time from the sealmesh.io/rotate annotation to the
-//      new epoch in effect and in each phase, operator writes per node (target <= 2: each key Secret at stage
-//      and at completion), worst event-loop block and peak RSS. The fleet holds a liveness Lease per node,
+//      new epoch in effect and in each phase, operator write requests per node (target <= 2: each node's key
+//      Secret of the new epoch is created at stage, the old epoch's are deleted at completion by one
+//      delete-collection request), worst event-loop block and peak RSS. The fleet holds a liveness Lease per node,
 //      acknowledges staging and, after the cutover instant, reports every peer Encrypted at the new epoch
 //      (one ~130 KB status patch per node at N=1000); its own time is reported apart from the operator's.
 // The operator runs as the Docker image runs it: compiled JS (`tsc -p tsconfig.build.json`, built here into
@@ -448,6 +449,7 @@ class SecretCoverage {
   single = 0;
   multiple = 0;
   writesSeen = 0;
+  deletesSeen = 0;
   bytes = new Map<string, number>();
   undecodable = 0;
 
@@ -463,7 +465,10 @@ class SecretCoverage {
     this.informer.addHandler({
       onAdd: (s) => this.update(s),
       onUpdate: (_old, s) => this.update(s),
-      onDelete: (s) => this.set(s.metadata?.name ?? '', new Int32Array(0)),
+      onDelete: (s) => {
+        this.deletesSeen++;
+        this.set(s.metadata?.name ?? '', new Int32Array(0));
+      },
     });
   }
 
@@ -837,6 +842,9 @@ interface RotationFigures {
   /** members of the overlay (the largest size plus the node that joined) */
   n: number;
   targetEpoch: number;
+  /** key Secrets of the new epoch created; Secrets deleted (the old epoch's, seen by a watch) */
+  secretsCreated: number;
+  secretsDeleted: number;
   /** trigger (annotation written) -> status.epoch == target with no rotation in status */
   seconds: number;
   /** seconds from the trigger to the operator entering each phase, as seen by a watch on the overlay */
@@ -876,7 +884,7 @@ interface RotationStatusView {
 /** A full rotation (scope Keys) of the largest overlay, with the simulated fleet playing the agents' part. */
 async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<RotationFigures> {
   const state = phaseState.get(n)!;
-  const { overlay, fleet } = state;
+  const { overlay, fleet, coverage } = state;
   const tunnels = [...fleet.seen.keys()].sort();
   const nodes = tunnels.map((t) => t.slice(t.indexOf('.') + 1));
   const members = nodes.length;
@@ -948,6 +956,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
   if (current.rotation) throw new Error(`overlay ${overlay} already has a rotation in status`);
 
   const before = await op.settle('before the rotation');
+  const deletesBefore = coverage.deletesSeen;
   op.peakRssKiB = 0;
   op.takePhasePeakKiB();
   await op.takeLoopMaxMs();
@@ -1078,6 +1087,8 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
   return {
     n: members,
     targetEpoch: target,
+    secretsCreated: writes['secret.create'] ?? 0,
+    secretsDeleted: coverage.deletesSeen - deletesBefore,
     seconds,
     phaseAt: Object.fromEntries([...phaseAt].map(([k, v]) => [k, (v - t0) / 1000])),
     phaseSeconds,
@@ -1188,6 +1199,12 @@ function table(r: Report): string {
         '',
       ]);
     }
+    rows.push([
+      `${at}: key Secrets created / deleted (by ${ro.writes['secret.deletecollection'] ?? 0} delete-collection request(s))`,
+      `${ro.secretsCreated} / ${ro.secretsDeleted}`,
+      '-',
+      '',
+    ]);
     rows.push([
       `${at}: completed with every pair Encrypted (no RotationIncomplete)`,
       ro.incomplete === undefined ? 'yes' : 'no',

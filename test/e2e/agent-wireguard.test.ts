@@ -28,6 +28,7 @@ import { decodeKey, fingerprint } from '../../lib/keys.js';
 import {
   KEY_SECRET_TYPE,
   encodeKeySecretData,
+  keySecretEpochName,
   keySecretName,
   pairKey,
   type SealedPair,
@@ -183,7 +184,7 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
     namespace,
     body: {
       metadata: {
-        name: keySecretName(overlay, owner),
+        name: keySecretEpochName(keySecretName(overlay, owner), 1),
         labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: owner },
       },
       type: KEY_SECRET_TYPE,
@@ -277,11 +278,17 @@ test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', a
     sealedTo: { [names[0]]: fingerprint(env[0]!), [names[1]]: fingerprint(env[1]!) },
     sealed: { [names[0]]: seal(psk, env[0]!, operator), [names[1]]: seal(psk, env[1]!, operator) },
   });
-  const writeSecret = async (pairs: SealedPair[]): Promise<void> => {
-    const name = keySecretName(overlay, names[0]);
-    const current = await core.readNamespacedSecret({ name, namespace });
-    current.data = encodeKeySecretData({ version: 1, overlay, node: names[0], pairs, privateKeys: [] });
-    await core.replaceNamespacedSecret({ name, namespace, body: current });
+  /** As the operator: the owner's Secret of a new epoch (one Secret per epoch, the older ones stay). */
+  const writeSecret = async (epoch: number, pairs: SealedPair[]): Promise<void> => {
+    const name = keySecretEpochName(keySecretName(overlay, names[0]), epoch);
+    await core.createNamespacedSecret({
+      namespace,
+      body: {
+        metadata: { name, labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: names[0] } },
+        type: KEY_SECRET_TYPE,
+        data: encodeKeySecretData({ version: 1, overlay, node: names[0], pairs, privateKeys: [] }),
+      },
+    });
   };
   const overlayStatus = async (status: Record<string, unknown>): Promise<void> => {
     await custom.patchClusterCustomObjectStatus(
@@ -323,13 +330,9 @@ test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', a
   // 1. full key rotation, epoch 1 → 2
   const before = await Promise.all(names.map((n) => tunnelStatus(n)));
   const psk2 = newPresharedKey();
-  // the Secret holds both epochs while the rotation runs: the stored epoch-1 entry stays
-  const stored = await core.readNamespacedSecret({ name: keySecretName(overlay, names[0]), namespace });
-  const epoch1 = (
-    JSON.parse(Buffer.from(stored.data!['keys.json']!, 'base64').toString()) as { pairs: SealedPair[] }
-  ).pairs;
+  // the epoch-1 Secret stays while the rotation runs
   await overlayStatus({ epoch: 1, rotation: rotation('Staging', 'Keys', 2) });
-  await writeSecret([...epoch1, pair(psk2, 2)]);
+  await writeSecret(2, [pair(psk2, 2)]);
   const staged = await Promise.all(
     names.map((n) =>
       until(`${n} staged epoch 2`, async () => {
@@ -364,7 +367,7 @@ test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', a
   await overlayStatus({ epoch: 2, rotation: null });
   const psk3 = newPresharedKey();
   await overlayStatus({ epoch: 2, rotation: rotation('Staging', 'PresharedKeys', 3) });
-  await writeSecret([pair(psk2, 2), pair(psk3, 3)]);
+  await writeSecret(3, [pair(psk3, 3)]);
   await Promise.all(
     names.map((n) =>
       until(`${n} staged epoch 3`, async () => {

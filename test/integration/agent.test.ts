@@ -27,7 +27,13 @@ import { FakeWireGuardDevice } from '../../agent/device/fake.js';
 import { KubeAgentApi } from '../../agent/kube.js';
 import { agentLeaseName } from '../../agent/liveness.js';
 import { decodeKey, fingerprint } from '../../lib/keys.js';
-import { KEY_SECRET_TYPE, encodeKeySecretData, keySecretName, pairKey } from '../../lib/keysecret.js';
+import {
+  KEY_SECRET_TYPE,
+  encodeKeySecretData,
+  keySecretEpochName,
+  keySecretName,
+  pairKey,
+} from '../../lib/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
@@ -209,7 +215,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
     namespace,
     body: {
       metadata: {
-        name: keySecretName(overlay, owner),
+        name: keySecretEpochName(keySecretName(overlay, owner), 1),
         labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: owner },
       },
       type: KEY_SECRET_TYPE,

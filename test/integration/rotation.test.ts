@@ -103,14 +103,21 @@ async function events(overlay: string): Promise<CoreV1Event[]> {
   ).items;
 }
 
+/** The epochs of the PSKs the overlay's Secrets hold; each Secret holds exactly those of its epoch label. */
 async function secretEpochs(overlay: string): Promise<number[]> {
   const secrets = (
     await core.listNamespacedSecret({ namespace, labelSelector: `sealmesh.io/overlay=${overlay}` })
   ).items;
   const epochs = new Set<number>();
   for (const s of secrets) {
+    const label = Number(s.metadata?.labels?.['sealmesh.io/epoch']);
+    expect(s.metadata?.name?.endsWith(`.e${label}`)).toBe(true);
     const d = decodeKeySecretData(s.data);
-    if (d.ok) for (const p of d.payload.pairs) epochs.add(p.epoch);
+    if (d.ok)
+      for (const p of d.payload.pairs) {
+        expect(p.epoch).toBe(label);
+        epochs.add(p.epoch);
+      }
   }
   return [...epochs].sort();
 }
@@ -247,12 +254,20 @@ test('a manual rotation stages, cuts over when every agent acknowledged, verifie
   expect(reasons).toEqual(expect.arrayContaining(['RotationStarted', 'RotationCompleted']));
   // Every pair leaves its old epoch on purpose: that is no loss of encryption to report.
   expect(reasons).not.toContain('PairLostEncryption');
-  // The whole rotation rewrote no NodeTunnel and each node's Secret at most twice; the overlay's status took
-  // one write per phase change (stage, cutover, verify, completion) and at most one per pass in between.
+  // The whole rotation rewrote no NodeTunnel and wrote each node's Secret of the new epoch once; the old
+  // epoch's Secrets went with one request. The overlay's status took one write per phase change (stage,
+  // cutover, verify, completion) and at most one per pass in between.
   const delta = (k: WriteKind) => (counts.get(k) ?? 0) - (before.get(k) ?? 0);
   expect(delta('nodetunnel.update')).toBe(0);
-  expect(delta('secret.update')).toBeLessThanOrEqual(2 * agents.length);
+  expect(delta('secret.create')).toBe(agents.length);
+  expect(delta('secret.update')).toBe(0);
+  expect(delta('secret.delete')).toBe(0);
+  expect(delta('secret.deletecollection')).toBe(1);
   expect(delta('overlay.status')).toBeLessThanOrEqual(6);
+  const left = (
+    await core.listNamespacedSecret({ namespace, labelSelector: `sealmesh.io/overlay=${name}` })
+  ).items.map((x) => x.metadata?.name);
+  expect(left.sort()).toEqual(agents.map((a) => `sealmesh.${name}.${a.node}.e2`).sort());
   // The same annotation value does not rotate again.
   await new Promise((r) => setTimeout(r, 1500));
   expect((await status(name)).epoch).toBe(2);

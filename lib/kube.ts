@@ -104,6 +104,9 @@ export const isNotFound = (err: unknown): boolean => statusCodeOf(err) === 404;
 export const isConflict = (err: unknown): boolean => statusCodeOf(err) === 409;
 export const isAlreadyExists = (err: unknown): boolean => statusCodeOf(err) === 409;
 export const isGone = (err: unknown): boolean => statusCodeOf(err) === 410;
+/** The server's request timeout (504), or a request of lib/runtime/rest that got no answer in time. */
+export const isTimeout = (err: unknown): boolean =>
+  statusCodeOf(err) === 504 || (err instanceof Error && err.name === 'RequestTimeoutError');
 
 /** A short description of an API error for logs and error messages (never the request body). */
 export function describeError(err: unknown): string {

@@ -26,6 +26,9 @@ export type WriteKind =
   | 'overlay.finalizer'
   | 'event';
 
+/** Longer than the API server's default request timeout (60 s), so that the server ends a long request. */
+const DELETE_COLLECTION_TIMEOUT_MS = 90_000;
+
 export class NotLeaderError extends Error {
   constructor() {
     super('not the leader: write refused');
@@ -161,7 +164,9 @@ export class KubeOperatorWriter implements OperatorWriter {
     const deleted = await this.rest.deleteCollection<{ items?: unknown[] }>(
       collectionPath(coreResources.secrets, namespace),
       { labelSelector },
-      { metadataOnly: true },
+      // The API server deletes one Secret after another; its own request timeout (60 s by default) ends a
+      // long one first, with what it deleted so far gone.
+      { metadataOnly: true, timeoutMs: DELETE_COLLECTION_TIMEOUT_MS },
     );
     this.done('secret.deletecollection');
     return deleted.items?.length ?? 0;

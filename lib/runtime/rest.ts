@@ -46,6 +46,16 @@ export interface RequestOptions {
    * only names, labels and annotations then holds no object bodies (for Secrets: no data).
    */
   metadataOnly?: boolean;
+  /** Timeout of this request (default: the client's requestTimeoutMs). */
+  timeoutMs?: number;
+}
+
+/** A request that got no complete answer within its timeout (the server may still be working on it). */
+export class RequestTimeoutError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RequestTimeoutError';
+  }
 }
 
 /** The narrow interface an informer needs; unit tests supply a fake. */
@@ -147,6 +157,8 @@ export class KubeRest implements ListWatchClient {
       this.url(path, query),
       undefined,
       options?.metadataOnly ? METADATA_LIST_ACCEPT : undefined,
+      undefined,
+      options?.timeoutMs,
     );
   }
 
@@ -156,16 +168,21 @@ export class KubeRest implements ListWatchClient {
     body: string | undefined,
     accept: string | undefined,
     signal?: AbortSignal,
+    timeoutMs: number = this.requestTimeoutMs,
   ): Promise<T> {
-    const timeout = AbortSignal.timeout(this.requestTimeoutMs);
+    const timeout = AbortSignal.timeout(timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     const req = await this.open(url, combined, accept, method, true);
+    const failed = (err: Error): Error =>
+      timeout.aborted
+        ? new RequestTimeoutError(`${method} ${url.pathname}: no answer within ${timeoutMs} ms`)
+        : new Error(`${method} ${url.pathname} failed: ${err.message}`);
     return new Promise<T>((resolve, reject) => {
-      req.on('error', (err) => reject(new Error(`${method} ${url.pathname} failed: ${err.message}`)));
+      req.on('error', (err) => reject(failed(err)));
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (err) => reject(new Error(`${method} ${url.pathname} failed: ${err.message}`)));
+        res.on('error', (err) => reject(failed(err)));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
           const status = res.statusCode ?? 0;

@@ -22,7 +22,7 @@ import {
 } from '../../api/v1alpha1/groupversion.js';
 import { parseNodeTunnel, type NodeTunnel } from '../../api/v1alpha1/nodetunnel.types.js';
 import { parseOverlayNetwork, type OverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
-import { describeError, isAlreadyExists, isConflict, isNotFound } from '../../lib/kube.js';
+import { describeError, isAlreadyExists, isConflict, isNotFound, isTimeout } from '../../lib/kube.js';
 import {
   decodeKeySecretData,
   encodeKeySecretData,
@@ -323,6 +323,7 @@ export class OverlayNetworkController {
       key: name,
       generation: raw.metadata?.generation,
     });
+    let scope: Scope | undefined;
     try {
       if (raw.metadata?.deletionTimestamp) return await this.finalize(raw, log);
       const parsed = parseOverlayNetwork(raw);
@@ -330,7 +331,7 @@ export class OverlayNetworkController {
         await this.writeInvalid(raw, parsed.error);
         return;
       }
-      const scope: Scope = {
+      scope = {
         raw: raw,
         overlay: parsed.value,
         name,
@@ -354,6 +355,9 @@ export class OverlayNetworkController {
       return await this.sync(scope, log);
     } catch (err) {
       if (err instanceof NotLeaderError) return;
+      // Events of steps already written (a rotation completed, a node joined) are not repeated by the next
+      // pass: record them even when a later step of this pass failed.
+      if (scope && scope.events.length > 0) await this.flushEvents(scope).catch(() => undefined);
       if (isConflict(err)) {
         log.debug('conflict, retrying with fresh cache');
       }
@@ -466,7 +470,6 @@ export class OverlayNetworkController {
     await this.rotate(scope, members, existing, rows, log);
     const publicKeys = await this.syncSecrets(scope, members, log);
     await this.syncTunnels(scope, desired.tunnels, existing, publicKeys);
-    await this.deleteStaleSecrets(scope, new Set(desired.tunnels.keys()), log);
 
     const previous = this.memory.get(name);
     const memory: Memory = previous ?? {
@@ -558,6 +561,9 @@ export class OverlayNetworkController {
       },
     });
     await this.flushEvents(scope);
+    // Last: deleting a completed rotation's old Secrets can take the API server tens of seconds at 1,000
+    // nodes, and nothing above waits on it.
+    await this.deleteStaleSecrets(scope, new Set(desired.tunnels.keys()), log);
     const nextDue = [schedule.nextRotationTime, schedule.nextPresharedKeyRotationTime]
       .filter((d): d is Date => d !== undefined)
       .map((d) => Math.max(d.getTime() - scope.now.getTime(), 1000));
@@ -1029,8 +1035,16 @@ export class OverlayNetworkController {
         `${OVERLAY_LABEL}=${scope.name}`,
         `${EPOCH_LABEL} notin (${[...epochs].join(',')})`,
       ].join(',');
-      const deleted = await this.deps.writer.deleteSecrets(this.deps.namespace, selector);
-      if (deleted > 0) log.info({ deleted, kept: [...epochs] }, 'deleted key Secrets of old epochs');
+      try {
+        const deleted = await this.deps.writer.deleteSecrets(this.deps.namespace, selector);
+        if (deleted > 0) log.info({ deleted, kept: [...epochs] }, 'deleted key Secrets of old epochs');
+      } catch (err) {
+        // Thousands of large Secrets can take the API server longer than its request timeout. What it deleted
+        // is gone; the next pass deletes the rest. Nothing waits on this, so the pass goes on.
+        if (!isTimeout(err)) throw err;
+        log.info({ error: describeError(err) }, 'deleting old key Secrets takes long; continuing next pass');
+        scope.requeueAfterMs = Math.min(scope.requeueAfterMs ?? 1000, 1000);
+      }
     }
     for (const s of ofOverlay) {
       if (staleEpoch(s)) continue;

@@ -1,7 +1,15 @@
 import { decodeKey, encodeKey } from '../lib/keys.js';
 import { newBoxKeyPair, Sealer, unseal, type BoxKeyPair } from '../lib/seal.js';
 import { pairOwner } from '../lib/keysecret.js';
-import { planDigests, planKeySecret, servingPrivateKey, type KeyPlanInput, type Member } from './keyplan.js';
+import {
+  PLAN_STEP_PAIRS,
+  planDigests,
+  planKeySecret,
+  planKeySecretSteps,
+  servingPrivateKey,
+  type KeyPlanInput,
+  type Member,
+} from './keyplan.js';
 
 const operator = newBoxKeyPair();
 const sealer = new Sealer(operator);
@@ -138,6 +146,29 @@ describe('rotation (one Secret per epoch)', () => {
     const later = planKeySecret({ ...op, epoch: 1, carried: { ...carried, epoch: 5 } }, sealer);
     expect(later.publicKey).not.toBe(current.publicKey);
   });
+});
+
+test('planning yields after every PLAN_STEP_PAIRS new pairs, and plans what planKeySecret plans', () => {
+  const many: Member[] = Array.from({ length: 2 * PLAN_STEP_PAIRS + 1 }, (_, i) => ({
+    name: `n${String(i).padStart(3, '0')}`,
+    createdAt: t0,
+    envelopePublicKey: pub('a'),
+  }));
+  many.push({ name: 'z', createdAt: t1, envelopePublicKey: pub('c') }); // owns all its pairs
+  const input = { ...base, node: 'z', members: many };
+  const steps = planKeySecretSteps(input, sealer);
+  let yields = 0;
+  let next = steps.next();
+  for (; !next.done; next = steps.next()) yields++;
+  expect(next.value.payload.pairs).toHaveLength(2 * PLAN_STEP_PAIRS + 1);
+  expect(yields).toBe(2);
+  expect(planKeySecret(input, sealer).payload.pairs.map((p) => `${p.a}/${p.b}`)).toEqual(
+    next.value.payload.pairs.map((p) => `${p.a}/${p.b}`),
+  );
+  // Nothing new to seal: no yield at all.
+  const again = planKeySecretSteps({ ...input, existing: next.value.payload }, sealer);
+  const first = again.next();
+  expect(first.done).toBe(true);
 });
 
 describe('planDigests', () => {

@@ -78,6 +78,25 @@ function envelope(m: Member | undefined): { key: Uint8Array; fp: string } | unde
  * into the next epoch's Secret, a rotation of scope Keys makes a new one.
  */
 export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: RandomBytes): KeyPlan {
+  const steps = planKeySecretSteps(input, sealer, random);
+  for (;;) {
+    const next = steps.next();
+    if (next.done) return next.value;
+  }
+}
+
+/**
+ * New PSKs sealed between two yields of planKeySecretSteps: ~3 ms of work at most, so that a caller can give
+ * the event loop a turn in between (a Secret of 1,000 pairs takes ~50 ms to seal in one go).
+ */
+export const PLAN_STEP_PAIRS = 64;
+
+/** planKeySecret as a generator: it yields after every PLAN_STEP_PAIRS new pairs and returns the plan. */
+export function* planKeySecretSteps(
+  input: KeyPlanInput,
+  sealer: Sealer,
+  random?: RandomBytes,
+): Generator<void, KeyPlan, undefined> {
   const me = input.members.find((m) => m.name === input.node);
   const mine = envelope(me);
   const epoch = input.epoch;
@@ -107,6 +126,7 @@ export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: Rand
       });
       psk.fill(0);
       newPairs.push(`${a}/${b}@${epoch}`);
+      if (newPairs.length % PLAN_STEP_PAIRS === 0) yield;
     }
   }
   const privateKeys: SealedPrivateKey[] = [];

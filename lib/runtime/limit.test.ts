@@ -52,3 +52,26 @@ test('Turns runs one function per event-loop turn, in order, and passes failures
   clearInterval(ticker);
   expect(order.filter((x) => x !== 'tick')).toEqual(['a', 'c']);
 });
+
+test('Turns.steps runs each stretch of a generator in a turn of its own, between other queued work', async () => {
+  const turns = new Turns();
+  const order: string[] = [];
+  function* work(): Generator<void, string, undefined> {
+    order.push('g1');
+    yield;
+    order.push('g2');
+    yield;
+    order.push('g3');
+    return 'done';
+  }
+  const g = turns.steps(work());
+  // Queued after the generator's first stretch: it runs before the second one.
+  await Promise.resolve();
+  const other = turns.run(() => order.push('other'));
+  await expect(g).resolves.toBe('done');
+  await other;
+  expect(order.indexOf('g1')).toBe(0);
+  expect(order.indexOf('other')).toBeGreaterThan(0);
+  expect(order.indexOf('other')).toBeLessThan(order.indexOf('g3'));
+  expect(order.filter((x) => x.startsWith('g'))).toEqual(['g1', 'g2', 'g3']);
+});

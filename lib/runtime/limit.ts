@@ -37,4 +37,15 @@ export class Turns {
     this.tail = result.catch(() => undefined);
     return result;
   }
+
+  /**
+   * Runs a generator to its end, each stretch between two `yield`s in a turn of its own (work queued
+   * meanwhile by other callers runs in between); resolves to what it returns.
+   */
+  async steps<R>(gen: Generator<unknown, R, undefined>): Promise<R> {
+    for (;;) {
+      const next = await this.run(() => gen.next());
+      if (next.done) return next.value;
+    }
+  }
 }

@@ -842,6 +842,8 @@ interface RotationFigures {
   /** members of the overlay (the largest size plus the node that joined) */
   n: number;
   targetEpoch: number;
+  /** completion -> every Secret of the old epoch deleted (seen by a watch) */
+  purgeSeconds: number;
   /** key Secrets of the new epoch created; Secrets deleted (the old epoch's, seen by a watch) */
   secretsCreated: number;
   secretsDeleted: number;
@@ -1060,7 +1062,18 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
   }
   const seconds = (phaseAt.get('done')! - t0) / 1000;
   log(
-    `rotation: epoch ${target} in effect after ${seconds.toFixed(1)} s; waiting for the operator to settle`,
+    `rotation: epoch ${target} in effect after ${seconds.toFixed(1)} s; waiting for the old epoch's Secrets to go`,
+  );
+  // Deleting the old epoch's Secrets is the rotation's last step: one request the API server works through
+  // for tens of seconds, while the operator's metrics show no finished reconcile. Wait for the Secrets.
+  const purgedAt = await until(
+    `the Secrets of epoch ${target - 1} to be deleted`,
+    () => (coverage.secrets() === members ? Date.now() : undefined),
+    250,
+  );
+  const purgeSeconds = (purgedAt - phaseAt.get('done')!) / 1000;
+  log(
+    `rotation: old epoch's Secrets deleted ${purgeSeconds.toFixed(1)} s after completion; waiting for the operator to settle`,
   );
   const settled = await lastScrape;
   const after = await op.settle('after the rotation');
@@ -1087,6 +1100,7 @@ async function rotationPhase(lab: Lab, op: OperatorProcess, n: number): Promise<
   return {
     n: members,
     targetEpoch: target,
+    purgeSeconds,
     secretsCreated: writes['secret.create'] ?? 0,
     secretsDeleted: coverage.deletesSeen - deletesBefore,
     seconds,
@@ -1199,6 +1213,12 @@ function table(r: Report): string {
         '',
       ]);
     }
+    rows.push([
+      `${at}: completion -> old epoch's Secrets deleted`,
+      `${ro.purgeSeconds.toFixed(1)} s`,
+      '-',
+      '',
+    ]);
     rows.push([
       `${at}: key Secrets created / deleted (by ${ro.writes['secret.deletecollection'] ?? 0} delete-collection request(s))`,
       `${ro.secretsCreated} / ${ro.secretsDeleted}`,

@@ -67,3 +67,11 @@ describe('Sealer', () => {
     expect(() => new Sealer(newBoxKeyPair()).open(sealed, node.publicKey)).toThrow(SealError);
   });
 });
+
+test('Sealer.prepare derives a shared key once and says whether it had to', () => {
+  const sealer = new Sealer(newBoxKeyPair());
+  const recipient = newBoxKeyPair();
+  expect(sealer.prepare(recipient.publicKey)).toBe(true);
+  expect(sealer.prepare(recipient.publicKey)).toBe(false);
+  expect(() => sealer.prepare(new Uint8Array(31))).toThrow(/32 bytes/);
+});

@@ -2,7 +2,8 @@ import { decodeKey, encodeKey } from '../lib/keys.js';
 import { newBoxKeyPair, Sealer, unseal, type BoxKeyPair } from '../lib/seal.js';
 import { pairOwner } from '../lib/keysecret.js';
 import {
-  PLAN_STEP_PAIRS,
+  PLAN_DERIVE_WORK,
+  PLAN_STEP_WORK,
   planDigests,
   planKeySecret,
   planKeySecretSteps,
@@ -148,27 +149,34 @@ describe('rotation (one Secret per epoch)', () => {
   });
 });
 
-test('planning yields after every PLAN_STEP_PAIRS new pairs, and plans what planKeySecret plans', () => {
-  const many: Member[] = Array.from({ length: 2 * PLAN_STEP_PAIRS + 1 }, (_, i) => ({
+test('planning yields after every PLAN_STEP_WORK of work, counting shared keys not derived yet', () => {
+  const n = 60;
+  const many: Member[] = Array.from({ length: n }, (_, i) => ({
     name: `n${String(i).padStart(3, '0')}`,
     createdAt: t0,
-    envelopePublicKey: pub('a'),
+    envelopePublicKey: encodeKey(newBoxKeyPair().publicKey), // each its own: a cold Sealer derives n + 1 keys
   }));
-  many.push({ name: 'z', createdAt: t1, envelopePublicKey: pub('c') }); // owns all its pairs
+  many.push({ name: 'z', createdAt: t1, envelopePublicKey: pub('c') }); // joined last: owns all its pairs
   const input = { ...base, node: 'z', members: many };
-  const steps = planKeySecretSteps(input, sealer);
-  let yields = 0;
-  let next = steps.next();
-  for (; !next.done; next = steps.next()) yields++;
-  expect(next.value.payload.pairs).toHaveLength(2 * PLAN_STEP_PAIRS + 1);
-  expect(yields).toBe(2);
-  expect(planKeySecret(input, sealer).payload.pairs.map((p) => `${p.a}/${p.b}`)).toEqual(
-    next.value.payload.pairs.map((p) => `${p.a}/${p.b}`),
+  const fresh = new Sealer(operator);
+  const run = (i: KeyPlanInput) => {
+    const steps = planKeySecretSteps(i, fresh);
+    let yields = 0;
+    let next = steps.next();
+    for (; !next.done; next = steps.next()) yields++;
+    return { yields, plan: next.value };
+  };
+  const cold = run(input);
+  expect(cold.plan.payload.pairs).toHaveLength(n);
+  expect(cold.yields).toBe(Math.floor((n + (n + 1) * PLAN_DERIVE_WORK) / PLAN_STEP_WORK));
+  // The same peers at the next epoch: shared keys cached, n pairs of work.
+  const warm = run({ ...input, epoch: 2 });
+  expect(warm.yields).toBe(Math.floor(n / PLAN_STEP_WORK));
+  expect(warm.plan.payload.pairs.map((p) => `${p.a}/${p.b}`)).toEqual(
+    planKeySecret({ ...input, epoch: 2 }, sealer).payload.pairs.map((p) => `${p.a}/${p.b}`),
   );
   // Nothing new to seal: no yield at all.
-  const again = planKeySecretSteps({ ...input, existing: next.value.payload }, sealer);
-  const first = again.next();
-  expect(first.done).toBe(true);
+  expect(planKeySecretSteps({ ...input, existing: cold.plan.payload }, fresh).next().done).toBe(true);
 });
 
 describe('planDigests', () => {

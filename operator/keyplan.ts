@@ -86,12 +86,15 @@ export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: Rand
 }
 
 /**
- * New PSKs sealed between two yields of planKeySecretSteps: ~3 ms of work at most, so that a caller can give
- * the event loop a turn in between (a Secret of 1,000 pairs takes ~50 ms to seal in one go).
+ * Work between two yields of planKeySecretSteps, in new pairs sealed (~0.1 ms each: two nacl.box.after);
+ * a recipient whose shared key the Sealer has not derived yet counts PLAN_DERIVE_WORK more (~1 ms). So a
+ * step is ~6 ms, and a caller can give the event loop a turn in between: a Secret of 1,000 new pairs takes
+ * ~30-90 ms to seal in one go, and ~1 s when none of its peers' shared keys is cached.
  */
-export const PLAN_STEP_PAIRS = 64;
+export const PLAN_STEP_WORK = 64;
+export const PLAN_DERIVE_WORK = 10;
 
-/** planKeySecret as a generator: it yields after every PLAN_STEP_PAIRS new pairs and returns the plan. */
+/** planKeySecret as a generator: it yields after every PLAN_STEP_WORK of work and returns the plan. */
 export function* planKeySecretSteps(
   input: KeyPlanInput,
   sealer: Sealer,
@@ -103,6 +106,7 @@ export function* planKeySecretSteps(
   const existingPairs = new Map((input.existing?.pairs ?? []).map((p) => [`${p.a}/${p.b}@${p.epoch}`, p]));
   const pairs: SealedPair[] = [];
   const newPairs: string[] = [];
+  let work = 0;
   if (me && mine && input.presharedKeys === 'PerPair') {
     for (const peer of [...input.members].sort((x, y) => (x.name < y.name ? -1 : 1))) {
       if (peer.name === me.name || pairOwner(me, peer) !== me.name) continue;
@@ -115,6 +119,8 @@ export function* planKeySecretSteps(
         pairs.push(old);
         continue;
       }
+      work += 1 + (sealer.prepare(theirs.key) ? PLAN_DERIVE_WORK : 0);
+      if (sealer.prepare(mine.key)) work += PLAN_DERIVE_WORK;
       const psk = newPresharedKey(random);
       pairs.push({
         a,
@@ -126,7 +132,10 @@ export function* planKeySecretSteps(
       });
       psk.fill(0);
       newPairs.push(`${a}/${b}@${epoch}`);
-      if (newPairs.length % PLAN_STEP_PAIRS === 0) yield;
+      if (work >= PLAN_STEP_WORK) {
+        work = 0;
+        yield;
+      }
     }
   }
   const privateKeys: SealedPrivateKey[] = [];

@@ -139,7 +139,7 @@ describe('old-epoch key Secrets', () => {
     );
     await controller.reconcile('mesh');
     expect(calls.filter((c) => c.startsWith('delete'))).toEqual([
-      'deletecollection app.kubernetes.io/managed-by=sealmesh,sealmesh.io/overlay=mesh,sealmesh.io/epoch notin (3,4)',
+      'deletecollection sealmesh.io/overlay=mesh,sealmesh.io/epoch notin (3,4)',
       // node a left the overlay: its Secrets of the kept epochs go one by one
       'delete sealmesh.mesh.a.e3',
       'delete sealmesh.mesh.a.e4',
@@ -159,9 +159,7 @@ describe('old-epoch key Secrets', () => {
       ),
     );
     const result = await controller.reconcile('mesh');
-    expect(calls).toContain(
-      'deletecollection app.kubernetes.io/managed-by=sealmesh,sealmesh.io/overlay=mesh,sealmesh.io/epoch notin (3)',
-    );
+    expect(calls).toContain('deletecollection sealmesh.io/overlay=mesh,sealmesh.io/epoch notin (3)');
     expect(result).toEqual({ requeueAfterMs: 1000 });
   });
 

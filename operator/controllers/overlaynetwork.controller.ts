@@ -254,6 +254,8 @@ class NameSample {
  */
 interface KeySecretMemo {
   overlay: string;
+  /** the key epoch of the Secret (its label), so memos of deleted epochs can be forgotten */
+  epoch: string | undefined;
   resourceVersion: string;
   inputs?: string;
   publicKey?: string | undefined;
@@ -410,7 +412,10 @@ export class OverlayNetworkController {
     if (!memo && secret.metadata?.annotations?.[PLAN_DIGEST_ANNOTATION]) return true;
     const read = await this.readKeySecret(name);
     if (!read?.decoded.ok) return false;
-    if (read.resourceVersion) this.keyMemo.set(name, { overlay, resourceVersion: read.resourceVersion });
+    if (read.resourceVersion) {
+      const epoch = secret.metadata?.labels?.[EPOCH_LABEL];
+      this.keyMemo.set(name, { overlay, epoch, resourceVersion: read.resourceVersion });
+    }
     return true;
   }
 
@@ -875,8 +880,8 @@ export class OverlayNetworkController {
       const read = current ? await this.deps.secretReader.read(this.deps.namespace, secretName) : undefined;
       const stored = read && { resourceVersion: read.metadata?.resourceVersion };
       // Decoding, sealing and encoding a Secret of 1,000 pairs take ~6-50, ~30-90 and ~2-5 ms (warm to cold
-      // JIT): each step is a turn of the event loop of its own (sealing one per PLAN_STEP_PAIRS pairs), one
-      // step of one Secret at a time, however many reads came back together.
+      // JIT): each step is a turn of the event loop of its own (sealing: one per PLAN_STEP_WORK), one step of
+      // one Secret at a time, however many reads came back together.
       const decoded = read ? await this.cpu.run(() => decodeKeySecretData(read.data)) : undefined;
       const existing: KeySecretPayload | undefined = decoded?.ok ? decoded.payload : undefined;
       const planned = await this.cpu.steps(plan({ existing, carried }));
@@ -885,6 +890,7 @@ export class OverlayNetworkController {
       if (!data && stored?.resourceVersion) {
         this.keyMemo.set(secretName, {
           overlay: name,
+          epoch: String(epoch),
           resourceVersion: stored.resourceVersion,
           inputs,
           publicKey: planned.publicKey,
@@ -927,6 +933,7 @@ export class OverlayNetworkController {
       if (written) {
         this.keyMemo.set(secretName, {
           overlay: name,
+          epoch: String(epoch),
           resourceVersion: written,
           inputs,
           publicKey: planned.publicKey,
@@ -1029,13 +1036,13 @@ export class OverlayNetworkController {
       .list(this.deps.namespace)
       .filter((s) => s.metadata?.labels?.[OVERLAY_LABEL] === scope.name);
     const staleEpoch = (s: KubernetesObject) => !epochs.has(s.metadata?.labels?.[EPOCH_LABEL] ?? '');
+    for (const [secret, m] of this.keyMemo) {
+      if (m.overlay === scope.name && !epochs.has(m.epoch ?? '')) this.keyMemo.delete(secret);
+    }
     if (ofOverlay.some(staleEpoch)) {
-      // `notin` also selects Secrets without the label (written before Secrets were per epoch).
-      const selector = [
-        ...Object.entries(MANAGED_BY).map(([k, v]) => `${k}=${v}`),
-        `${OVERLAY_LABEL}=${scope.name}`,
-        `${EPOCH_LABEL} notin (${[...epochs].join(',')})`,
-      ].join(',');
+      // The same selection as the cache filter above (the overlay's label in the key namespace); `notin` also
+      // selects Secrets without the label (written before Secrets were per epoch).
+      const selector = `${OVERLAY_LABEL}=${scope.name},${EPOCH_LABEL} notin (${[...epochs].join(',')})`;
       try {
         const deleted = await this.deps.writer.deleteSecrets(this.deps.namespace, selector);
         if (deleted > 0) log.info({ deleted, kept: [...epochs] }, 'deleted key Secrets of old epochs');
@@ -1281,11 +1288,7 @@ export class OverlayNetworkController {
     if (
       this.deps.secrets.list(this.deps.namespace).some((s) => s.metadata?.labels?.[OVERLAY_LABEL] === name)
     ) {
-      const selector = [
-        ...Object.entries(MANAGED_BY).map(([k, v]) => `${k}=${v}`),
-        `${OVERLAY_LABEL}=${name}`,
-      ];
-      await this.deps.writer.deleteSecrets(this.deps.namespace, selector.join(','));
+      await this.deps.writer.deleteSecrets(this.deps.namespace, `${OVERLAY_LABEL}=${name}`);
     }
     // The caches can lag our own deletes; only drop the finalizer once they show nothing left.
     const remaining =

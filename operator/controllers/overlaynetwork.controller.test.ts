@@ -146,6 +146,15 @@ describe('old-epoch key Secrets', () => {
     ]);
   });
 
+  test('Secrets the last request removed but the cache still shows are not requested again', async () => {
+    const { controller, calls } = await controllerWith({ epoch: 3 }, [secret('a', 2)], () =>
+      Promise.resolve(1),
+    );
+    await controller.reconcile('mesh');
+    await controller.reconcile('mesh');
+    expect(calls.filter((c) => c.startsWith('deletecollection'))).toHaveLength(1);
+  });
+
   test('nothing of an old epoch in the cache: no request', async () => {
     const { controller, calls } = await controllerWith({ epoch: 3 }, [], () => Promise.resolve(0));
     await controller.reconcile('mesh');
@@ -161,6 +170,9 @@ describe('old-epoch key Secrets', () => {
     const result = await controller.reconcile('mesh');
     expect(calls).toContain('deletecollection sealmesh.io/overlay=mesh,sealmesh.io/epoch notin (3)');
     expect(result).toEqual({ requeueAfterMs: 1000 });
+    // Not known to be gone: the next pass asks again.
+    await controller.reconcile('mesh');
+    expect(calls.filter((c) => c.startsWith('deletecollection'))).toHaveLength(2);
   });
 
   test('any other error fails the pass', async () => {

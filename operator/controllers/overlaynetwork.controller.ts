@@ -277,6 +277,8 @@ export class OverlayNetworkController {
   /** when this process last wrote each overlay's status (ms), for coalescing count-only changes */
   private readonly lastStatusWrite = new Map<string, number>();
   private readonly statusIntervalMs: number;
+  /** by overlay: the stale key Secrets the last delete-collection request removed (the cache may lag) */
+  private readonly removedSecrets = new Map<string, Set<string>>();
   /** CPU-heavy steps of concurrent Secret work, one at a time */
   private readonly cpu = new Turns();
 
@@ -317,6 +319,7 @@ export class OverlayNetworkController {
     if (!raw) {
       this.memory.delete(name);
       this.lastStatusWrite.delete(name);
+      this.removedSecrets.delete(name);
       for (const [secret, m] of this.keyMemo) if (m.overlay === name) this.keyMemo.delete(secret);
       return;
     }
@@ -1039,12 +1042,18 @@ export class OverlayNetworkController {
     for (const [secret, m] of this.keyMemo) {
       if (m.overlay === scope.name && !epochs.has(m.epoch ?? '')) this.keyMemo.delete(secret);
     }
-    if (ofOverlay.some(staleEpoch)) {
+    // Secrets a delete-collection request already removed stay in the cache until their watch events arrive:
+    // no second request for those.
+    const stale = ofOverlay.filter(staleEpoch).map((s) => s.metadata?.name ?? '');
+    const removed = this.removedSecrets.get(scope.name);
+    if (stale.length === 0) this.removedSecrets.delete(scope.name);
+    if (stale.length > 0 && !stale.every((n) => removed?.has(n))) {
       // The same selection as the cache filter above (the overlay's label in the key namespace); `notin` also
       // selects Secrets without the label (written before Secrets were per epoch).
       const selector = `${OVERLAY_LABEL}=${scope.name},${EPOCH_LABEL} notin (${[...epochs].join(',')})`;
       try {
         const deleted = await this.deps.writer.deleteSecrets(this.deps.namespace, selector);
+        this.removedSecrets.set(scope.name, new Set(stale));
         if (deleted > 0) log.info({ deleted, kept: [...epochs] }, 'deleted key Secrets of old epochs');
       } catch (err) {
         // Thousands of large Secrets can take the API server longer than its request timeout. What it deleted

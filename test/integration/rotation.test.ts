@@ -136,7 +136,11 @@ async function annotate(overlay: string, value: string): Promise<void> {
 }
 
 /** An overlay of `n` nodes whose stand-ins published keys and report every pair Encrypted at epoch 1. */
-async function overlayWithNodes(tag: string, n: number): Promise<{ name: string; agents: AgentStandIn[] }> {
+async function overlayWithNodes(
+  tag: string,
+  n: number,
+  keys?: Record<string, unknown>,
+): Promise<{ name: string; agents: AgentStandIn[] }> {
   const name = `${run}-${tag}`;
   const nodes = Array.from({ length: n }, (_, i) => `${name}-n${i}`);
   for (const [i, node] of nodes.entries()) {
@@ -154,7 +158,11 @@ async function overlayWithNodes(tag: string, n: number): Promise<{ name: string;
       apiVersion: `${GROUP}/${VERSION}`,
       kind: 'OverlayNetwork',
       metadata: { name },
-      spec: { nodeSelector: { matchLabels: { 'sealmesh.io/rot': name } }, addressPool: '100.70.0.0/24' },
+      spec: {
+        nodeSelector: { matchLabels: { 'sealmesh.io/rot': name } },
+        addressPool: '100.70.0.0/24',
+        ...(keys ? { keys } : {}),
+      },
     },
   });
   await until('tunnels', async () => {
@@ -369,6 +377,67 @@ test('kubectl sealmesh rotate --psk-only (annotation value psk:...) rotates only
   const done = await status(name);
   expect(done.lastPresharedKeyRotationTime).toBeDefined();
   expect(done.lastRotationTime).toBeUndefined();
+});
+
+test('Operator custody: a PSK-only rotation carries every private key into the new epoch, a Keys rotation makes new ones', async () => {
+  const { name, agents } = await overlayWithNodes('opcustody', 3, { custody: 'Operator' });
+  const specKey = async (node: string) =>
+    (
+      (await custom.getClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: NODE_TUNNEL_PLURAL,
+        name: `${name}.${node}`,
+      })) as { spec: { publicKey?: string } }
+    ).spec.publicKey;
+  const at1 = await Promise.all(agents.map((a) => a.privateKey(1)));
+  for (const [i, a] of agents.entries()) {
+    expect(at1[i]).toMatchObject({ madeAt: 1 });
+    expect(await specKey(a.node)).toBe(at1[i]!.publicKey);
+  }
+  const secretNames = async () =>
+    (await core.listNamespacedSecret({ namespace, labelSelector: `sealmesh.io/overlay=${name}` })).items
+      .map((x) => x.metadata?.name ?? '')
+      .sort();
+
+  // PSK-only to epoch 2: each Secret of epoch 2 holds the key made at epoch 1.
+  await annotate(name, 'psk:1');
+  await until('Staging', async () => (await status(name)).rotation?.phase === 'Staging');
+  const at2 = await until('Secrets of epoch 2', async () => {
+    const keys = await Promise.all(agents.map((a) => a.privateKey(2)));
+    return keys.every((k) => k !== undefined) ? keys : undefined;
+  });
+  expect(at2).toEqual(at1);
+  for (const [i, a] of agents.entries()) await a.stage(2, at1[i]!.publicKey);
+  await until('Verifying', async () => (await status(name)).rotation?.phase === 'Verifying');
+  await reportAll(agents, 2);
+  await until('epoch 2', async () => (await status(name)).epoch === 2 && !(await status(name)).rotation);
+  await until('only epoch 2 Secrets', async () => (await secretNames()).every((n) => n.endsWith('.e2')));
+  for (const [i, a] of agents.entries()) expect(await specKey(a.node)).toBe(at1[i]!.publicKey);
+
+  // Keys to epoch 3: a new key per node, made for epoch 3; the tunnels announce it once it is in effect.
+  await annotate(name, 'k1');
+  await until('Staging', async () => (await status(name)).rotation?.phase === 'Staging');
+  const at3 = await until('Secrets of epoch 3', async () => {
+    const keys = await Promise.all(agents.map((a) => a.privateKey(3)));
+    return keys.every((k) => k !== undefined) ? keys : undefined;
+  });
+  for (const [i, k] of at3.entries()) {
+    expect(k).toMatchObject({ madeAt: 3 });
+    expect(k!.publicKey).not.toBe(at1[i]!.publicKey);
+  }
+  for (const [i, a] of agents.entries()) await a.stage(3, at3[i]!.publicKey);
+  await until('Verifying', async () => (await status(name)).rotation?.phase === 'Verifying');
+  await reportAll(agents, 3);
+  await until('epoch 3', async () => (await status(name)).epoch === 3 && !(await status(name)).rotation);
+  await until('only epoch 3 Secrets', async () => (await secretNames()).every((n) => n.endsWith('.e3')));
+  expect(await secretNames()).toHaveLength(agents.length);
+  for (const [i, a] of agents.entries()) {
+    await until(
+      `${a.node}: spec.publicKey of epoch 3`,
+      async () => (await specKey(a.node)) === at3[i]!.publicKey,
+    );
+  }
 });
 
 test('a PSK cadence puts its next rotation time in status and does not rotate before it', async () => {

@@ -13,7 +13,7 @@ import {
 import { GROUP, NODE_TUNNEL_PLURAL, nodeTunnelName, VERSION } from '../../api/v1alpha1/groupversion.js';
 import { agentLeaseName } from '../../agent/liveness.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
-import { encodeKey, generateKeyPair } from '../../lib/keys.js';
+import { encodeKey, generateKeyPair, publicKeyOf } from '../../lib/keys.js';
 import { decodeKeySecretData, keySecretEpochName, keySecretName, pairKey } from '../../lib/keysecret.js';
 import { newBoxKeyPair, unseal, type BoxKeyPair } from '../../lib/seal.js';
 
@@ -132,5 +132,29 @@ export class AgentStandIn {
       return { key, fingerprint: entry.fingerprint };
     }
     return undefined;
+  }
+
+  /**
+   * Operator custody: the private key this node's Secret of `epoch` holds, unsealed; its public key and the
+   * epoch the key was made for. Undefined while there is no such Secret or entry.
+   */
+  async privateKey(epoch: number): Promise<{ publicKey: string; madeAt: number } | undefined> {
+    let data: Record<string, string> | undefined;
+    try {
+      data = (
+        await this.core.readNamespacedSecret({
+          namespace: this.namespace,
+          name: keySecretEpochName(keySecretName(this.overlay, this.node), epoch),
+        })
+      ).data;
+    } catch {
+      return undefined;
+    }
+    const decoded = decodeKeySecretData(data);
+    const entry = decoded.ok ? decoded.payload.privateKeys[0] : undefined;
+    if (!entry) return undefined;
+    const key = unseal(entry.sealed, await this.operatorPublicKey(), this.envelope);
+    this.seenKeys.add(Buffer.from(key).toString('base64'));
+    return { publicKey: publicKeyOf(key), madeAt: entry.epoch };
   }
 }

@@ -424,7 +424,7 @@ test('Operator custody: a PSK-only rotation carries every private key into the n
   });
   for (const [i, k] of at3.entries()) {
     expect(k).toMatchObject({ madeAt: 3 });
-    expect(k!.publicKey).not.toBe(at1[i]!.publicKey);
+    expect(k.publicKey).not.toBe(at1[i]!.publicKey);
   }
   for (const [i, a] of agents.entries()) await a.stage(3, at3[i]!.publicKey);
   await until('Verifying', async () => (await status(name)).rotation?.phase === 'Verifying');

@@ -66,10 +66,17 @@ describe('old-epoch key Secrets', () => {
       },
     },
   });
-  const overlay = (status: Record<string, unknown>) => ({
+  const overlay = (status: Record<string, unknown>, annotations?: Record<string, string>) => ({
     apiVersion: 'sealmesh.io/v1alpha1',
     kind: 'OverlayNetwork',
-    metadata: { name: 'mesh', uid: 'u1', generation: 1, resourceVersion: '5', finalizers: [FINALIZER] },
+    metadata: {
+      name: 'mesh',
+      uid: 'u1',
+      generation: 1,
+      resourceVersion: '5',
+      finalizers: [FINALIZER],
+      ...(annotations ? { annotations } : {}),
+    },
     spec: { nodeSelector: { matchLabels: { pool: 'none' } }, addressPool: '10.99.0.0/16' },
     status,
   });
@@ -79,8 +86,10 @@ describe('old-epoch key Secrets', () => {
     status: Record<string, unknown>,
     secrets: object[],
     deleteSecrets: (selector: string) => Promise<number>,
+    opts: { annotations?: Record<string, string>; statusWritesBeforeFailing?: number } = {},
   ) {
     const calls: string[] = [];
+    let statusWrites = 0;
     const informerOf = async (resource: ResourceRef, items: object[], namespace?: string) => {
       const client = new FakeListWatchClient();
       client.listResults.push({ metadata: { resourceVersion: '1' }, items } as RawList);
@@ -101,6 +110,8 @@ describe('old-epoch key Secrets', () => {
       },
       replaceOverlayStatus: () => {
         calls.push('status');
+        if (++statusWrites > (opts.statusWritesBeforeFailing ?? Infinity))
+          return Promise.reject(new KubeApiError('PATCH: HTTP 500: etcd unavailable', 500));
         return Promise.resolve();
       },
       event: (e: { reason: string }) => {
@@ -111,7 +122,7 @@ describe('old-epoch key Secrets', () => {
     const controller = new OverlayNetworkController({
       namespace: NS,
       overlays: await informerOf(customResource('sealmesh.io', 'v1alpha1', 'overlaynetworks'), [
-        overlay(status),
+        overlay(status, opts.annotations),
       ]),
       nodes: await informerOf(coreResources.nodes, []),
       tunnels: await informerOf(customResource('sealmesh.io', 'v1alpha1', 'nodetunnels'), []),
@@ -180,5 +191,15 @@ describe('old-epoch key Secrets', () => {
       Promise.reject(new KubeApiError('DELETE: HTTP 403: forbidden', 403)),
     );
     await expect(controller.reconcile('mesh')).rejects.toThrow(/forbidden/);
+  });
+
+  test('a pass failing after a step it wrote still records the Event of that step', async () => {
+    // The rotation start is written at once; the pass's last status write then fails.
+    const { controller, calls } = await controllerWith({ epoch: 1 }, [], () => Promise.resolve(0), {
+      annotations: { 'sealmesh.io/rotate': 'now' },
+      statusWritesBeforeFailing: 1,
+    });
+    await expect(controller.reconcile('mesh')).rejects.toThrow(/etcd unavailable/);
+    expect(calls).toEqual(['status', 'status', 'event RotationStarted']);
   });
 });

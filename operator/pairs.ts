@@ -47,6 +47,10 @@ export function computePairs(
 }
 
 /** Called once per pair, a < b, in order; `reason` builds the short reason only when asked. */
+/**
+ * Called once per pair. `reason` builds the explanation of the state; it is only valid during the call (one
+ * function serves the whole walk, so that 500k pairs allocate no closure each).
+ */
 export type PairVisitor = (a: string, b: string, state: PairState, reason: () => string) => void;
 
 /** How many pairs visitPairs judges between two turns of the event loop. */
@@ -166,6 +170,12 @@ function* walkPairs(
   let encrypted = 0;
   let degraded = 0;
   let slice = 0;
+  // The pair being visited, for the one reason function of the walk.
+  let ca = '';
+  let cb = '';
+  let cab = 0;
+  let cba = 0;
+  const reason = (): string => judge(ca, cb, decodeSide(cab), decodeSide(cba), epoch).reason;
   for (let i = 0; i < sorted.length; i++) {
     const row = rows[i];
     for (let j = i + 1; j < sorted.length; j++) {
@@ -177,7 +187,11 @@ function* walkPairs(
       else if (state === 'Degraded') degraded++;
       const a = sorted[i]!;
       const b = sorted[j]!;
-      visit(a, b, state, () => judge(a, b, decodeSide(abCode), decodeSide(baCode), epoch).reason);
+      ca = a;
+      cb = b;
+      cab = abCode;
+      cba = baCode;
+      visit(a, b, state, reason);
       if (++slice === PAIRS_PER_SLICE) {
         slice = 0;
         yield;

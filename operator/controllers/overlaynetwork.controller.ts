@@ -235,8 +235,9 @@ class NameSample {
   count = 0;
   private readonly shown: string[] = [];
 
-  add(name: () => string): void {
-    if (this.shown.length < EVENT_NAMES) this.shown.push(name());
+  /** Counts a pair and names it, `a/b` or `a/b (reason)`, while there is room (walks visit 500k pairs). */
+  addPair(a: string, b: string, reason?: () => string): void {
+    if (this.shown.length < EVENT_NAMES) this.shown.push(reason ? `${a}/${b} (${reason()})` : `${a}/${b}`);
     this.count++;
   }
 
@@ -510,9 +511,8 @@ export class OverlayNetworkController {
         const was = memory.encrypted.has(a, b);
         if (state === 'Encrypted') {
           encrypted.add(a, b);
-          if (!was && !switching) gained.add(() => `${a}/${b}`);
-        } else if (was && (!switching || state === 'Degraded'))
-          lostPairs.add(() => `${a}/${b} (${reason()})`);
+          if (!was && !switching) gained.addPair(a, b);
+        } else if (was && (!switching || state === 'Degraded')) lostPairs.addPair(a, b, reason);
       },
     );
     // The first pass after a start only learns the baseline: a restarted operator does not re-announce.
@@ -656,7 +656,7 @@ export class OverlayNetworkController {
         [...rows].filter(([node]) => live.has(node)).map(([node, row]) => ({ node, row })),
         target,
         (a, b, state) => {
-          if (state !== 'Encrypted') notAtTarget.add(() => `${a}/${b}`);
+          if (state !== 'Encrypted') notAtTarget.addPair(a, b);
         },
       );
       atTarget.total = counts.total;

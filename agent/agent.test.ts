@@ -8,10 +8,10 @@ import { fingerprint, generateKeyPair, publicKeyOf } from '../lib/keys.js';
 import {
   KEY_SECRET_TYPE,
   encodeKeySecretData,
-  keySecretEpochName,
   keySecretName,
   pairKey,
   type SealedPair,
+  keySecretNameAt,
 } from '../lib/keysecret.js';
 import { FakeClock } from '../lib/runtime/clock.js';
 import type { RawObject } from '../lib/runtime/rest.js';
@@ -216,7 +216,7 @@ class World {
       [...(add.pairs ?? []), ...(add.privateKeys ?? [])].map((e) => add.epoch ?? e.epoch),
     );
     for (const epoch of epochs) {
-      const name = keySecretEpochName(keySecretName(OVERLAY, owner), epoch);
+      const name = keySecretNameAt(OVERLAY, owner, epoch);
       const existing = this.api.get(secretsPath(NS), name) as { data?: Record<string, string> } | undefined;
       const payload = existing?.data
         ? (JSON.parse(Buffer.from(existing.data['keys.json']!, 'base64').toString()) as {
@@ -641,7 +641,7 @@ test('Operator custody: the sealed private key is applied only when it matches s
   expect(world.devices.size === 0 || !world.device().exists).toBe(true);
 
   // the right key is applied
-  world.api.remove(secretsPath(NS), keySecretEpochName(keySecretName(OVERLAY, 'a'), 1));
+  world.api.remove(secretsPath(NS), keySecretNameAt(OVERLAY, 'a', 1));
   world.addToSecret('a', {
     privateKeys: [
       {

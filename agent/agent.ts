@@ -904,8 +904,8 @@ export class Agent {
       return { kind: 'missing', message: 'the operator has not published its sealing key yet' };
     const [a, b] = pairKey(this.node, peer);
     const names = [
-      keySecretEpochName(p.tunnel.spec.secretRef?.name ?? keySecretName(p.overlay, this.node), epoch),
-      keySecretEpochName(peerSecret ?? keySecretName(p.overlay, peer), epoch),
+      secretAt(p.overlay, this.node, p.tunnel.spec.secretRef?.name, epoch),
+      secretAt(p.overlay, peer, peerSecret, epoch),
     ];
     const pair = names
       .map((n) => this.secretPayload(p, n))
@@ -1043,7 +1043,7 @@ export class Agent {
     // epoch it was made for).
     const payload = this.secretPayload(
       p,
-      keySecretEpochName(p.tunnel.spec.secretRef?.name ?? keySecretName(p.overlay, this.node), epoch),
+      secretAt(p.overlay, this.node, p.tunnel.spec.secretRef?.name, epoch),
     );
     const entries = payload?.privateKeys ?? [];
     const entry = exact
@@ -1263,6 +1263,11 @@ function verifyPeer(actual: DevicePeer | undefined, peer: DesiredPeer, psk: PskR
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** A node's key Secret of `epoch`, from the stem its tunnel's secretRef names (the default stem without one). */
+function secretAt(overlay: string, node: string, stem: string | undefined, epoch: number): string {
+  return keySecretEpochName(stem ?? keySecretName(overlay, node), epoch);
 }
 
 /**

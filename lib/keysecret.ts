@@ -74,6 +74,11 @@ export function keySecretEpochName(stem: string, epoch: number): string {
   return `${stem}.e${epoch}`;
 }
 
+/** The name of a node's key Secret of one epoch (keySecretEpochName of the node's keySecretName). */
+export function keySecretNameAt(overlay: string, node: string, epoch: number): string {
+  return keySecretEpochName(keySecretName(overlay, node), epoch);
+}
+
 export function pairKey(x: string, y: string): [string, string] {
   return x < y ? [x, y] : [y, x];
 }

@@ -26,13 +26,13 @@ import { describeError, isAlreadyExists, isConflict, isNotFound, isTimeout } fro
 import {
   decodeKeySecretData,
   encodeKeySecretData,
-  keySecretEpochName,
   keySecretName,
   KEY_SECRET_TYPE,
   PLAN_DIGEST_ANNOTATION,
   PUBLIC_KEY_ANNOTATION,
   type KeySecretPayload,
   type SealedPrivateKey,
+  keySecretNameAt,
 } from '../../lib/keysecret.js';
 import type { Logger } from '../../lib/log.js';
 import type { Informer } from '../../lib/runtime/informer.js';
@@ -397,10 +397,7 @@ export class OverlayNetworkController {
 
   /** The key Secret's metadata at `epoch` (the cache holds no data). */
   private secretOf(overlay: string, node: string, epoch: number): KubernetesObject | undefined {
-    return this.deps.secrets.get(
-      keySecretEpochName(keySecretName(overlay, node), epoch),
-      this.deps.namespace,
-    );
+    return this.deps.secrets.get(keySecretNameAt(overlay, node, epoch), this.deps.namespace);
   }
 
   /**
@@ -706,7 +703,7 @@ export class OverlayNetworkController {
         scope.requeueAfterMs = step.kind === 'cutover' ? this.timings.cutoverDelayMs : 1000;
         return step;
       case 'abort':
-        // The staged material goes at the retry's stage, after that is persisted: nothing waits on this write.
+        // The staged Secrets stay for the retry, which stages the same epoch: nothing waits on this write.
         scope.rotation = step.rotation;
         scope.deferred = { ...scope.deferred, rotation: step.rotation };
         scope.events.push({
@@ -809,35 +806,30 @@ export class OverlayNetworkController {
         if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
         if (!m.envelopePublicKey) continue; // nothing can be sealed to this node yet
         const current = epoch === scope.epoch;
-        const job = this.secretJob(scope, m, epoch, digests.get(m.name) ?? '', log, (input) =>
-          planKeySecretSteps(
-            { ...common, ...input, epoch, members, newPrivateKey, node: m.name },
-            this.deps.sealer,
-          ),
+        const secret = this.secretJob(
+          scope,
+          m,
+          epoch,
+          digests.get(m.name) ?? '',
+          log,
+          (existing, carried) =>
+            planKeySecretSteps(
+              { ...common, existing, carried, epoch, members, newPrivateKey, node: m.name },
+              this.deps.sealer,
+            ),
+          carries && !current ? scope.epoch : undefined,
         );
-        if (!job) {
-          const publicKey = current ? this.knownPublicKey(name, m.name, epoch) : undefined;
-          if (publicKey) publicKeys.set(m.name, publicKey);
-          continue;
-        }
-        work.push(async () => {
-          const carried =
-            carries && !current ? await this.carriedPrivateKey(name, m.name, scope.epoch) : undefined;
-          const publicKey = await job(carried);
-          if (current && publicKey) publicKeys.set(m.name, publicKey);
-        });
+        if ('run' in secret) {
+          work.push(async () => {
+            const publicKey = await secret.run();
+            if (current && publicKey) publicKeys.set(m.name, publicKey);
+          });
+        } else if (current && secret.publicKey) publicKeys.set(m.name, secret.publicKey);
       }
     }
     // Reads, plans and writes overlap: at 1,000 nodes one after another they took ~50 s of round trips.
     await forEachLimit(work, SECRET_CONCURRENCY, (job) => job());
     return publicKeys;
-  }
-
-  /** The public key recorded for an up-to-date Secret (Operator custody). */
-  private knownPublicKey(overlay: string, node: string, epoch: number): string | undefined {
-    const secret = this.secretOf(overlay, node, epoch);
-    const memo = this.keyMemo.get(secret?.metadata?.name ?? '');
-    return memo?.publicKey ?? secret?.metadata?.annotations?.[PUBLIC_KEY_ANNOTATION];
   }
 
   /** Operator custody: the private key a node's Secret of `epoch` holds, to carry into the next epoch. */
@@ -846,15 +838,17 @@ export class OverlayNetworkController {
     node: string,
     epoch: number,
   ): Promise<SealedPrivateKey | undefined> {
-    const read = await this.readKeySecret(keySecretEpochName(keySecretName(overlay, node), epoch));
+    const read = await this.readKeySecret(keySecretNameAt(overlay, node, epoch));
     return read?.decoded.ok ? servingPrivateKey(read.decoded.payload) : undefined;
   }
 
   /**
-   * The work of bringing one node's Secret of one epoch up to date, or undefined when it is up to date: the
-   * same inputs as it was planned from (`inputs`, a plan digest), and the Secret is as planned (we saw this
+   * One node's Secret of one epoch: its recorded public key (Operator custody) when it is up to date, else
+   * the work (`run`) of bringing it up to date, resolving to the plan's public key. Up to date: the same
+   * inputs as it was planned from (`inputs`, a plan digest), and the Secret is as planned (we saw this
    * resourceVersion, or it carries our digest and we never saw it change). A plan is random only when it
-   * changes, so the Secret's data need not be read. The job resolves to the plan's public key.
+   * changes, so the Secret's data need not be read. With `carryFrom`, the private key of that epoch's Secret
+   * is read and given to the plan (a PSK-only rotation in Operator custody).
    */
   private secretJob(
     scope: Scope,
@@ -862,13 +856,14 @@ export class OverlayNetworkController {
     epoch: number,
     inputs: string,
     log: Logger,
-    plan: (input: {
-      existing: KeySecretPayload | undefined;
-      carried: SealedPrivateKey | undefined;
-    }) => ReturnType<typeof planKeySecretSteps>,
-  ): ((carried: SealedPrivateKey | undefined) => Promise<string | undefined>) | undefined {
+    plan: (
+      existing: KeySecretPayload | undefined,
+      carried: SealedPrivateKey | undefined,
+    ) => ReturnType<typeof planKeySecretSteps>,
+    carryFrom: number | undefined,
+  ): { publicKey: string | undefined } | { run: () => Promise<string | undefined> } {
     const { name } = scope;
-    const secretName = keySecretEpochName(keySecretName(name, m.name), epoch);
+    const secretName = keySecretNameAt(name, m.name, epoch);
     const current = this.deps.secrets.get(secretName, this.deps.namespace);
     const resourceVersion = current?.metadata?.resourceVersion;
     const annotations = current?.metadata?.annotations ?? {};
@@ -878,8 +873,10 @@ export class OverlayNetworkController {
       ((memo?.resourceVersion === resourceVersion && memo.inputs === inputs) ||
         (annotations[PLAN_DIGEST_ANNOTATION] === inputs &&
           (memo === undefined || memo.resourceVersion === resourceVersion)));
-    if (upToDate) return undefined;
-    return async (carried) => {
+    if (upToDate) return { publicKey: memo?.publicKey ?? annotations[PUBLIC_KEY_ANNOTATION] };
+    const run = async (): Promise<string | undefined> => {
+      const carried =
+        carryFrom === undefined ? undefined : await this.carriedPrivateKey(name, m.name, carryFrom);
       const read = current ? await this.deps.secretReader.read(this.deps.namespace, secretName) : undefined;
       const stored = read && { resourceVersion: read.metadata?.resourceVersion };
       // Decoding, sealing and encoding a Secret of 1,000 pairs take ~6-50, ~30-90 and ~2-5 ms (warm to cold
@@ -887,7 +884,7 @@ export class OverlayNetworkController {
       // one Secret at a time, however many reads came back together.
       const decoded = read ? await this.cpu.run(() => decodeKeySecretData(read.data)) : undefined;
       const existing: KeySecretPayload | undefined = decoded?.ok ? decoded.payload : undefined;
-      const planned = await this.cpu.steps(plan({ existing, carried }));
+      const planned = await this.cpu.steps(plan(existing, carried));
       const unchanged = !planned.changed && stored?.resourceVersion !== undefined;
       const data = unchanged ? undefined : await this.cpu.run(() => encodeKeySecretData(planned.payload));
       if (!data && stored?.resourceVersion) {
@@ -947,6 +944,7 @@ export class OverlayNetworkController {
       }
       return planned.publicKey;
     };
+    return { run };
   }
 
   private async syncTunnels(

@@ -28,10 +28,10 @@ import { decodeKey, fingerprint } from '../../lib/keys.js';
 import {
   KEY_SECRET_TYPE,
   encodeKeySecretData,
-  keySecretEpochName,
   keySecretName,
   pairKey,
   type SealedPair,
+  keySecretNameAt,
 } from '../../lib/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
@@ -184,7 +184,7 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
     namespace,
     body: {
       metadata: {
-        name: keySecretEpochName(keySecretName(overlay, owner), 1),
+        name: keySecretNameAt(overlay, owner, 1),
         labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: owner },
       },
       type: KEY_SECRET_TYPE,
@@ -280,7 +280,7 @@ test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', a
   });
   /** As the operator: the owner's Secret of a new epoch (one Secret per epoch, the older ones stay). */
   const writeSecret = async (epoch: number, pairs: SealedPair[]): Promise<void> => {
-    const name = keySecretEpochName(keySecretName(overlay, names[0]), epoch);
+    const name = keySecretNameAt(overlay, names[0], epoch);
     await core.createNamespacedSecret({
       namespace,
       body: {

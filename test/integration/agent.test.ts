@@ -30,9 +30,9 @@ import { decodeKey, fingerprint } from '../../lib/keys.js';
 import {
   KEY_SECRET_TYPE,
   encodeKeySecretData,
-  keySecretEpochName,
   keySecretName,
   pairKey,
+  keySecretNameAt,
 } from '../../lib/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
@@ -215,7 +215,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
     namespace,
     body: {
       metadata: {
-        name: keySecretEpochName(keySecretName(overlay, owner), 1),
+        name: keySecretNameAt(overlay, owner, 1),
         labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: owner },
       },
       type: KEY_SECRET_TYPE,

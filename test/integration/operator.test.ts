@@ -18,7 +18,7 @@ import {
   OVERLAY_NETWORK_PLURAL,
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
-import { decodeKeySecretData, keySecretEpochName, keySecretName } from '../../lib/keysecret.js';
+import { decodeKeySecretData, keySecretName, keySecretNameAt } from '../../lib/keysecret.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import { FINALIZER } from '../../operator/controllers/overlaynetwork.controller.js';
 import type { WriteKind } from '../../operator/writer.js';
@@ -280,9 +280,7 @@ test('a node joining costs one tunnel, one Secret and status writes; its pairs l
   expect((await getOverlay(OVL)).status?.epoch).toBe(1);
   await standIn(OVL, 4).publishKeys();
   const secret = await until('node 4 Secret with 3 pairs', async () => {
-    const s = (await secretsOf(OVL)).find(
-      (x) => x.metadata?.name === keySecretEpochName(keySecretName(OVL, nodeName(4)), 1),
-    );
+    const s = (await secretsOf(OVL)).find((x) => x.metadata?.name === keySecretNameAt(OVL, nodeName(4), 1));
     const d = s && decodeKeySecretData(s.data);
     return d && d.ok && d.payload.pairs.length === 3 ? s : undefined;
   });
@@ -363,7 +361,7 @@ test('a node without InternalIP is reported, not peered', async () => {
 });
 
 test('a deleted key Secret is replaced at a new epoch with an Event, never with the old keys', async () => {
-  const victim = keySecretEpochName(keySecretName(OVL, nodeName(4)), 1);
+  const victim = keySecretNameAt(OVL, nodeName(4), 1);
   const oldFingerprints = new Set(
     (await secretsOf(OVL)).flatMap((s) => {
       const d = decodeKeySecretData(s.data);

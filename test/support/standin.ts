@@ -14,7 +14,7 @@ import { GROUP, NODE_TUNNEL_PLURAL, nodeTunnelName, VERSION } from '../../api/v1
 import { agentLeaseName } from '../../agent/liveness.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
 import { encodeKey, generateKeyPair, publicKeyOf } from '../../lib/keys.js';
-import { decodeKeySecretData, keySecretEpochName, keySecretName, pairKey } from '../../lib/keysecret.js';
+import { decodeKeySecretData, pairKey, keySecretNameAt } from '../../lib/keysecret.js';
 import { newBoxKeyPair, unseal, type BoxKeyPair } from '../../lib/seal.js';
 
 export class AgentStandIn {
@@ -116,7 +116,7 @@ export class AgentStandIn {
         data = (
           await this.core.readNamespacedSecret({
             namespace: this.namespace,
-            name: keySecretEpochName(keySecretName(this.overlay, owner), epoch),
+            name: keySecretNameAt(this.overlay, owner, epoch),
           })
         ).data;
       } catch {
@@ -144,7 +144,7 @@ export class AgentStandIn {
       data = (
         await this.core.readNamespacedSecret({
           namespace: this.namespace,
-          name: keySecretEpochName(keySecretName(this.overlay, this.node), epoch),
+          name: keySecretNameAt(this.overlay, this.node, epoch),
         })
       ).data;
     } catch {

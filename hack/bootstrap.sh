@@ -9,8 +9,7 @@ if [[ -x hack/install-deps.sh ]]; then
   bash hack/install-deps.sh
 fi
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  # npm install, not npm ci: see .ci/run (npm ci rejects the lockfiles npm itself writes here)
-  echo "bootstrap: npm install" >&2
-  npm install --no-audit --no-fund >&2
+  echo "bootstrap: npm ci" >&2
+  npm ci --no-audit --no-fund >&2
 fi
 bash hack/kube/build.sh >/dev/null

@@ -11,6 +11,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+source hack/node/env.sh # the pinned Node.js (hack/node/VERSION)
 
 if [[ ${BENCH_CLUSTER:-own} == shared ]]; then
   unset SEALMESH_LOCAL_DIR

@@ -13,6 +13,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+source hack/node/env.sh # the pinned Node.js (hack/node/VERSION) runs the operator and the agents
 local_dir=${SEALMESH_LOCAL_DIR:-$root/.local}
 case $local_dir in /*) ;; *) local_dir=$PWD/$local_dir ;; esac
 export SEALMESH_LOCAL_DIR=$local_dir
@@ -88,15 +89,18 @@ down() {
 up() {
   local t0=$SECONDS
   bash hack/bootstrap.sh
+  # The operator and the agents run from the compiled build, as the image runs them.
+  say "npm run build"
+  npm run --silent build >&2
   bash hack/cluster.sh up
   # A previous demo (crashed or not) goes first; lab.sh up removes its lab, its Node objects with it.
   stop_operator
   mkdir -p "$demo"
   chmod 700 "$demo"
   tsx hack/deploy.ts install "$demo"
-  tsx hack/deploy.ts start-operator "$demo"
+  tsx hack/deploy.ts start-operator "$demo" --build
   local agent_cmd
-  agent_cmd=$(tsx hack/deploy.ts agent-cmd "$demo" "$SEALMESH_LAB_DIR/agents")
+  agent_cmd=$(tsx hack/deploy.ts agent-cmd "$demo" "$SEALMESH_LAB_DIR/agents" --build)
   bash hack/lab.sh up --nodes "$nodes" --agent-cmd "$agent_cmd" >/dev/null
   local lab_nodes
   lab_nodes=$(bash hack/lab.sh nodes | paste -sd, -)

@@ -2,8 +2,10 @@
 // too), so the demo and the tests deploy sealmesh the same way. Admin access from $KUBECONFIG.
 //
 //   tsx hack/deploy.ts install DIR                 namespaces, CRDs, RBAC; DIR/{operator,agent}.kubeconfig
-//   tsx hack/deploy.ts start-operator DIR          the operator in its own session; DIR/operator.{log,pid}
-//   tsx hack/deploy.ts agent-cmd DIR STATE_ROOT    print the command lab.sh runs in every node
+//   tsx hack/deploy.ts start-operator DIR [--build]        the operator in its own session; DIR/operator.{log,pid}
+//   tsx hack/deploy.ts agent-cmd DIR STATE_ROOT [--build]  print the command lab.sh runs in every node
+//
+// --build runs the compiled JavaScript in dist/ (`npm run build`, what the image runs) instead of the source.
 //   tsx hack/deploy.ts wait OVERLAY NODES SECONDS  until every pair of NODES (comma-separated) is encrypted
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -31,7 +33,8 @@ function adminKubeconfig(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...args] = argv;
+  const from = argv.includes('--build') ? 'build' : 'source';
+  const [command, ...args] = argv.filter((a) => a !== '--build');
   switch (command) {
     case 'install': {
       const [dir] = args;
@@ -50,6 +53,7 @@ async function main(argv: string[]): Promise<number> {
         kubeconfig: resolve(dir, 'operator.kubeconfig'),
         logFile: resolve(dir, 'operator.log'),
         detached: true,
+        from,
       });
       if (!child.pid) throw new Error('the operator did not start');
       // "pid starttime": the start time lets `down` tell our operator from a process that reused the PID
@@ -61,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
     case 'agent-cmd': {
       const [dir, stateRoot] = args;
       if (!dir || !stateRoot) break;
-      process.stdout.write(`${agentCommand(resolve(dir, 'agent.kubeconfig'), resolve(stateRoot))}\n`);
+      process.stdout.write(`${agentCommand(resolve(dir, 'agent.kubeconfig'), resolve(stateRoot), from)}\n`);
       return 0;
     }
     case 'wait': {
@@ -87,7 +91,7 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   process.stderr.write(
-    'usage: tsx hack/deploy.ts install DIR | start-operator DIR | agent-cmd DIR STATE_ROOT | wait OVERLAY NODES SECONDS\n',
+    'usage: tsx hack/deploy.ts install DIR | start-operator DIR [--build] | agent-cmd DIR STATE_ROOT [--build] | wait OVERLAY NODES SECONDS\n',
   );
   return 2;
 }

@@ -108,6 +108,16 @@ export async function writeServiceAccountKubeconfig(
   chmodSync(file, 0o600);
 }
 
+/**
+ * What runs a component: its TypeScript source through tsx (tests), or the compiled JavaScript that
+ * `npm run build` writes to dist/ and the image runs (the demo).
+ */
+export type RunFrom = 'source' | 'build';
+
+function entryArgs(component: 'operator' | 'agent', from: RunFrom): string[] {
+  return from === 'build' ? [`dist/${component}/main.js`] : ['--import', 'tsx', `${component}/main.ts`];
+}
+
 export interface OperatorProcessOptions {
   kubeconfig: string;
   /** stdout and stderr go here (appended) */
@@ -115,6 +125,8 @@ export interface OperatorProcessOptions {
   /** a session of its own that outlives the caller (the demo); default false */
   detached?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** default 'source' */
+  from?: RunFrom;
 }
 
 /** `npm run operator` without npm in between, so the PID is the operator's own. */
@@ -125,9 +137,7 @@ export function startOperatorProcess(o: OperatorProcessOptions): ChildProcess {
     const child = spawn(
       process.execPath,
       [
-        '--import',
-        'tsx',
-        'operator/main.ts',
+        ...entryArgs('operator', o.from ?? 'source'),
         '--namespace',
         SYSTEM_NAMESPACE,
         '--key-namespace',
@@ -153,13 +163,13 @@ export function startOperatorProcess(o: OperatorProcessOptions): ChildProcess {
 
 /**
  * The command hack/lab.sh runs inside every node (`--agent-cmd`, or `lab.sh start NODE agent -- bash -c`):
- * `npm run agent` as the agent service account, against sealmesh-keys, keys under `stateRoot/<node>`.
+ * the agent as the agent service account, against sealmesh-keys, keys under `stateRoot/<node>`.
  * lab.sh sets NODE_NAME; `exec` makes the recorded PID the agent's own.
  */
-export function agentCommand(kubeconfig: string, stateRoot: string): string {
+export function agentCommand(kubeconfig: string, stateRoot: string, from: RunFrom = 'source'): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   return (
-    `cd ${q(repoRoot)} && KUBECONFIG=${q(kubeconfig)} exec ${q(process.execPath)} --import tsx agent/main.ts` +
+    `cd ${q(repoRoot)} && KUBECONFIG=${q(kubeconfig)} exec ${q(process.execPath)} ${entryArgs('agent', from).join(' ')}` +
     ` --namespace ${KEY_NAMESPACE} --state-dir ${q(stateRoot)}/"$NODE_NAME"`
   );
 }

@@ -1,5 +1,6 @@
 // Starts the local control plane once per test run, or reuses one that is already up; globalTeardown stops
-// it only if this run started it (SEALMESH_KEEP_CLUSTER=1 keeps it either way).
+// it only if this run started it (SEALMESH_KEEP_CLUSTER=1 keeps it either way). Builds the kubectl plugin's
+// bundle (hack/bundle.mjs) first, so that the tests run the file users get.
 import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 
@@ -10,6 +11,7 @@ declare global {
 }
 
 export default function globalSetup(): void {
+  execFileSync(process.execPath, [resolve(root, 'hack/bundle.mjs')], { stdio: 'inherit' });
   let running = true;
   try {
     execFileSync('bash', [resolve(root, 'hack/cluster.sh'), 'status'], { stdio: 'ignore' });

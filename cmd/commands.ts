@@ -25,15 +25,18 @@ import { parseOverlayNetwork, type OverlayNetwork } from '../api/v1alpha1/overla
 import { customResource, describeError, loadKubeConfig } from '../lib/kube.js';
 import { computePairs } from '../operator/pairs.js';
 import { renderMatrix } from './matrix.js';
+import { retryTransient } from './retry.js';
 
 async function readOverlay(custom: CustomObjectsApi, name: string): Promise<OverlayNetwork> {
   const parsed = parseOverlayNetwork(
-    await custom.getClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: OVERLAY_NETWORK_PLURAL,
-      name,
-    }),
+    await retryTransient(() =>
+      custom.getClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+        name,
+      }),
+    ),
   );
   if (!parsed.ok) throw new Error(`overlaynetwork ${name} is invalid: ${parsed.error}`);
   return parsed.value;
@@ -61,15 +64,17 @@ async function rotate(
     return 1;
   }
   const request = `${pskOnly ? ROTATE_PSK_ONLY_PREFIX : ''}${new Date().toISOString()}`;
-  await custom.patchClusterCustomObject(
-    {
-      group: GROUP,
-      version: VERSION,
-      plural: OVERLAY_NETWORK_PLURAL,
-      name,
-      body: { metadata: { annotations: { [ROTATE_ANNOTATION]: request } } },
-    },
-    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  await retryTransient(() =>
+    custom.patchClusterCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+        name,
+        body: { metadata: { annotations: { [ROTATE_ANNOTATION]: request } } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    ),
   );
   const fromEpoch = before.status?.epoch ?? 1;
   process.stdout.write(
@@ -120,11 +125,13 @@ async function rotate(
 }
 
 async function status(custom: CustomObjectsApi, only: string | undefined, colour: boolean): Promise<number> {
-  const list = (await custom.listClusterCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: OVERLAY_NETWORK_PLURAL,
-  })) as {
+  const list = (await retryTransient(() =>
+    custom.listClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+    }),
+  )) as {
     items: unknown[];
   };
   const overlays: OverlayNetwork[] = [];
@@ -140,12 +147,14 @@ async function status(custom: CustomObjectsApi, only: string | undefined, colour
   for (const o of overlays) {
     const name = o.metadata.name;
     const tunnels = (
-      (await custom.listClusterCustomObject({
-        group: GROUP,
-        version: VERSION,
-        plural: NODE_TUNNEL_PLURAL,
-        labelSelector: `${OVERLAY_LABEL}=${name}`,
-      })) as { items: unknown[] }
+      (await retryTransient(() =>
+        custom.listClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: NODE_TUNNEL_PLURAL,
+          labelSelector: `${OVERLAY_LABEL}=${name}`,
+        }),
+      )) as { items: unknown[] }
     ).items
       .map((t) => parseNodeTunnel(t))
       .filter((p): p is { ok: true; value: NodeTunnel } => p.ok)

@@ -12,6 +12,10 @@ const USAGE = `usage: kubectl sealmesh status [OVERLAY] [--kubeconfig FILE] [--n
   --psk-only  rotate only the pre-shared keys (sessions continue; needs keys.presharedKeys: PerPair)`;
 
 async function main(argv: string[]): Promise<number> {
+  // The Kubernetes client's dependencies use APIs that Node.js 24 deprecates (node-fetch 2: url.parse,
+  // tr46: the punycode module); their warnings are for those libraries' developers, and a plugin user can do
+  // nothing about them, so they stay out of the plugin's stderr.
+  process.noDeprecation = true;
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

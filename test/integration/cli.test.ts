@@ -9,12 +9,14 @@ import { promisify } from 'node:util';
 import { CustomObjectsApi } from '@kubernetes/client-node';
 import { GROUP, OVERLAY_NETWORK_PLURAL, VERSION } from '../../api/v1alpha1/groupversion.js';
 import { kubeConfig, kubeconfigPath, repoRoot, uniqueName } from '../support/cluster.js';
+import { installCRDs } from '../support/crds.js';
 
 const execFileAsync = promisify(execFile);
 let dir: string;
 let plugin: string;
 
-beforeAll(() => {
+beforeAll(async () => {
+  await installCRDs(kubeConfig());
   dir = mkdtempSync(join(tmpdir(), 'sealmesh-plugin-'));
   for (let d = dir; d !== dirname(d); d = dirname(d)) {
     expect(existsSync(join(d, 'node_modules'))).toBe(false);

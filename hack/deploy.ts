@@ -1,12 +1,12 @@
 // The steps of hack/demo.sh that talk to the API server, from hack/deploy/deploy.ts (which the e2e tests use
 // too), so the demo and the tests deploy sealmesh the same way. Admin access from $KUBECONFIG.
 //
-//   tsx hack/deploy.ts install DIR                 namespaces, CRDs, RBAC; DIR/{operator,agent}.kubeconfig
+//   tsx hack/deploy.ts install DIR                         namespaces, CRDs, RBAC; DIR/{operator,agent}.kubeconfig
 //   tsx hack/deploy.ts start-operator DIR [--build]        the operator in its own session; DIR/operator.{log,pid}
 //   tsx hack/deploy.ts agent-cmd DIR STATE_ROOT [--build]  print the command lab.sh runs in every node
+//   tsx hack/deploy.ts wait OVERLAY NODES SECONDS          until every pair of NODES (comma-separated) is encrypted
 //
 // --build runs the compiled JavaScript in dist/ (`npm run build`, what the image runs) instead of the source.
-//   tsx hack/deploy.ts wait OVERLAY NODES SECONDS  until every pair of NODES (comma-separated) is encrypted
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { loadKubeConfig } from '../lib/kube.js';

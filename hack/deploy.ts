@@ -1,7 +1,7 @@
 // The steps of hack/demo.sh that talk to the API server, from hack/deploy/deploy.ts (which the e2e tests use
 // too), so the demo and the tests deploy sealmesh the same way. Admin access from $KUBECONFIG.
 //
-//   tsx hack/deploy.ts install DIR                         namespaces, CRDs, RBAC; DIR/{operator,agent}.kubeconfig
+//   tsx hack/deploy.ts install DIR                         namespaces, CRDs, RBAC, admission; DIR/*.kubeconfig
 //   tsx hack/deploy.ts start-operator DIR [--build]        the operator in its own session; DIR/operator.{log,pid}
 //   tsx hack/deploy.ts agent-cmd DIR STATE_ROOT [--build]  print the command lab.sh runs in every node
 //   tsx hack/deploy.ts wait OVERLAY NODES SECONDS          until every pair of NODES (comma-separated) is encrypted
@@ -11,7 +11,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { loadKubeConfig } from '../lib/kube.js';
 import {
-  AGENT_SERVICE_ACCOUNT,
   OPERATOR_SERVICE_ACCOUNT,
   WaitError,
   agentCommand,
@@ -19,6 +18,7 @@ import {
   describeProgress,
   startOperatorProcess,
   waitAllEncrypted,
+  writeAgentKubeconfigTemplate,
   writeServiceAccountKubeconfig,
 } from './deploy/deploy.js';
 
@@ -42,8 +42,8 @@ async function main(argv: string[]): Promise<number> {
       await applyBase(adminKubeconfig());
       const kc = loadKubeConfig();
       await writeServiceAccountKubeconfig(kc, OPERATOR_SERVICE_ACCOUNT, resolve(dir, 'operator.kubeconfig'));
-      await writeServiceAccountKubeconfig(kc, AGENT_SERVICE_ACCOUNT, resolve(dir, 'agent.kubeconfig'));
-      say(`namespaces, CRDs and RBAC applied; service-account kubeconfigs in ${dir}`);
+      writeAgentKubeconfigTemplate(kc, resolve(dir, 'agent.kubeconfig'));
+      say(`namespaces, CRDs, RBAC and admission policies applied; kubeconfigs in ${dir}`);
       return 0;
     }
     case 'start-operator': {
@@ -65,7 +65,14 @@ async function main(argv: string[]): Promise<number> {
     case 'agent-cmd': {
       const [dir, stateRoot] = args;
       if (!dir || !stateRoot) break;
-      process.stdout.write(`${agentCommand(resolve(dir, 'agent.kubeconfig'), resolve(stateRoot), from)}\n`);
+      process.stdout.write(
+        `${agentCommand({
+          adminKubeconfig: resolve(adminKubeconfig()),
+          template: resolve(dir, 'agent.kubeconfig'),
+          stateRoot: resolve(stateRoot),
+          from,
+        })}\n`,
+      );
       return 0;
     }
     case 'wait': {

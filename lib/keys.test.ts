@@ -1,11 +1,14 @@
+import nacl from 'tweetnacl';
 import {
   KeyError,
   decodeKey,
+  decodePublicKey,
   encodeKey,
   fingerprint,
   generateKeyPair,
   generatePresharedKey,
   isKey,
+  isSmallOrderPoint,
   publicKeyOf,
   validateKey,
 } from './keys.js';
@@ -111,5 +114,43 @@ describe('fingerprint', () => {
   test('rejects what is not a key', () => {
     expect(() => fingerprint('not-a-key')).toThrow(KeyError);
     expect(() => fingerprint(new Uint8Array(32))).toThrow(KeyError);
+  });
+});
+
+describe('public keys of small order', () => {
+  const points = [
+    '0000000000000000000000000000000000000000000000000000000000000000',
+    '0100000000000000000000000000000000000000000000000000000000000000',
+    'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800',
+    '5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157',
+    'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
+    'edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
+    'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
+  ].flatMap((hex) => {
+    const low = Buffer.from(hex, 'hex');
+    const high = Buffer.from(low);
+    high[31]! |= 0x80; // X25519 ignores the top bit: the same point
+    return [low, high];
+  });
+
+  test.each(points.map((p) => [p.toString('hex').slice(0, 12), p]))(
+    '%s…: any private key gives an all-zero shared secret, so it is refused',
+    (_name, point) => {
+      expect(nacl.scalarMult(generateKeyPair().privateKey, point).every((b) => b === 0)).toBe(true);
+      expect(isSmallOrderPoint(point)).toBe(true);
+      if (point.some((b) => b !== 0)) {
+        expect(() => decodePublicKey(point.toString('base64'), 'envelope key of n1')).toThrow(
+          'envelope key of n1 is a small-order point',
+        );
+      }
+    },
+  );
+
+  test('a real public key is accepted, with or without its top bit', () => {
+    const { publicKey } = generateKeyPair();
+    expect(fingerprint(decodePublicKey(publicKey))).toBe(fingerprint(publicKey));
+    const raw = Buffer.from(publicKey, 'base64');
+    expect(isSmallOrderPoint(raw)).toBe(false);
+    expect(nacl.scalarMult(generateKeyPair().privateKey, raw).some((b) => b !== 0)).toBe(true);
   });
 });

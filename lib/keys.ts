@@ -31,6 +31,45 @@ export function decodeKey(encoded: string, what = 'key'): Uint8Array {
   return validateKey(new Uint8Array(Buffer.from(encoded, 'base64')), what);
 }
 
+/**
+ * The X25519 points of small order (libsodium's blocklist: 0, 1, the two points of order 8, and p-1, p,
+ * p+1 as non-canonical encodings), compared without the top bit, which X25519 ignores. With any of them as
+ * a peer's public key the shared secret is all zero whatever the private key: a value sealed to it can be
+ * opened by anyone, and a WireGuard peer with it authenticates nothing.
+ */
+const SMALL_ORDER_POINTS = [
+  '0000000000000000000000000000000000000000000000000000000000000000',
+  '0100000000000000000000000000000000000000000000000000000000000000',
+  'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800',
+  '5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157',
+  'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
+  'edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
+  'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
+].map((hex) => Buffer.from(hex, 'hex'));
+
+/** True when `point` (32 bytes) is an X25519 point of small order, in any of its encodings. */
+export function isSmallOrderPoint(point: Uint8Array): boolean {
+  if (point.length !== WG_KEY_LENGTH) return false;
+  return SMALL_ORDER_POINTS.some((p) => {
+    for (let i = 0; i < 31; i++) if (p[i] !== point[i]) return false;
+    return p[31] === (point[31]! & 0x7f);
+  });
+}
+
+/** Throws unless `key` is a usable X25519 public key: 32 bytes, not of small order. */
+export function validatePublicKey(key: Uint8Array, what = 'public key'): Uint8Array {
+  validateKey(key, what);
+  if (isSmallOrderPoint(key)) {
+    throw new KeyError(`${what} is a small-order point (any shared secret with it is zero)`);
+  }
+  return key;
+}
+
+/** decodeKey for public keys: also refuses points of small order. */
+export function decodePublicKey(encoded: string, what = 'public key'): Uint8Array {
+  return validatePublicKey(decodeKey(encoded, what), what);
+}
+
 export function encodeKey(key: Uint8Array, what = 'key'): string {
   return Buffer.from(validateKey(key, what)).toString('base64');
 }

@@ -111,7 +111,15 @@ export const isTimeout = (err: unknown): boolean =>
 /** A short description of an API error for logs and error messages (never the request body). */
 export function describeError(err: unknown): string {
   if (err instanceof ApiException) {
-    const body = err.body as { message?: unknown } | string | undefined;
+    // client-node leaves the body as text when it does not know the status code (422 from admission, say)
+    let body = err.body as { message?: unknown } | string | undefined;
+    if (typeof body === 'string') {
+      try {
+        body = JSON.parse(body) as { message?: unknown };
+      } catch {
+        // not a Status object: no message to show
+      }
+    }
     const msg = typeof body === 'object' && body && typeof body.message === 'string' ? body.message : '';
     return `HTTP ${err.code}${msg ? `: ${msg}` : ''}`;
   }

@@ -75,3 +75,15 @@ test('Sealer.prepare derives a shared key once and says whether it had to', () =
   expect(sealer.prepare(recipient.publicKey)).toBe(false);
   expect(() => sealer.prepare(new Uint8Array(31))).toThrow(/32 bytes/);
 });
+
+test('nothing is sealed to, or opened from, a small-order envelope key (the shared secret would be zero)', () => {
+  const order8 = new Uint8Array(
+    Buffer.from('e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800', 'hex'),
+  );
+  const me = newBoxKeyPair();
+  expect(() => seal(newPresharedKey(), order8, me)).toThrow(SealError);
+  expect(() => seal(newPresharedKey(), order8, me)).toThrow('recipient envelope key is a small-order point');
+  expect(() => new Sealer(me).prepare(order8)).toThrow('small-order point');
+  const sealed = seal(newPresharedKey(), newBoxKeyPair().publicKey, me);
+  expect(() => unseal(sealed, order8, me)).toThrow('sender envelope key is a small-order point');
+});

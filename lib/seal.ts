@@ -3,7 +3,7 @@
 // it with its envelope private key and the operator's published public key. box is authenticated, so a
 // value sealed by anyone but the operator fails to open: that is the "sealed by the operator" check.
 import nacl from 'tweetnacl';
-import { generatePresharedKey, type RandomBytes } from './keys.js';
+import { generatePresharedKey, isSmallOrderPoint, type RandomBytes } from './keys.js';
 
 export interface BoxKeyPair {
   publicKey: Uint8Array;
@@ -54,6 +54,19 @@ function unframe(sealed: string): { nonce: Uint8Array; boxed: Uint8Array } {
   return { nonce: raw.subarray(0, nacl.box.nonceLength), boxed: raw.subarray(nacl.box.nonceLength) };
 }
 
+/**
+ * The other side's envelope key must be a proper point: with one of small order the X25519 shared secret is
+ * zero, so a box "sealed" to it is open to anyone who knows the key (it is public).
+ */
+function checkPeerKey(publicKey: Uint8Array, role: 'sender' | 'recipient'): void {
+  if (publicKey.length !== nacl.box.publicKeyLength) {
+    throw new SealError(`${role} envelope key must be ${nacl.box.publicKeyLength} bytes`);
+  }
+  if (isSmallOrderPoint(publicKey)) {
+    throw new SealError(`${role} envelope key is a small-order point (the shared secret would be zero)`);
+  }
+}
+
 /** Seals one value; for many values from one sender use a Sealer. */
 export function seal(
   plaintext: Uint8Array,
@@ -65,6 +78,7 @@ export function seal(
 }
 
 export function unseal(sealed: string, senderPublicKey: Uint8Array, recipient: BoxKeyPair): Uint8Array {
+  checkPeerKey(senderPublicKey, 'sender');
   const { nonce, boxed } = unframe(sealed);
   const opened = nacl.box.open(boxed, nonce, senderPublicKey, recipient.secretKey);
   if (!opened) {
@@ -90,9 +104,7 @@ export class Sealer {
     const id = Buffer.from(recipientPublicKey).toString('base64');
     let key = this.shared.get(id);
     if (!key) {
-      if (recipientPublicKey.length !== nacl.box.publicKeyLength) {
-        throw new SealError(`recipient envelope key must be ${nacl.box.publicKeyLength} bytes`);
-      }
+      checkPeerKey(recipientPublicKey, 'recipient');
       key = nacl.box.before(recipientPublicKey, this.sender.secretKey);
       this.shared.set(id, key);
     }

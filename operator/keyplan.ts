@@ -4,7 +4,7 @@
 // ends publish now, so an unchanged world plans an unchanged Secret and causes no write.
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { decodeKey, fingerprint, generateKeyPair } from '../lib/keys.js';
+import { decodePublicKey, fingerprint, generateKeyPair } from '../lib/keys.js';
 import {
   pairKey,
   pairOwner,
@@ -63,7 +63,7 @@ function envelope(m: Member | undefined): { key: Uint8Array; fp: string } | unde
   if (hit?.encoded === m.envelopePublicKey) return hit.value;
   let value: { key: Uint8Array; fp: string } | undefined;
   try {
-    const key = decodeKey(m.envelopePublicKey, `envelope key of ${m.name}`);
+    const key = decodePublicKey(m.envelopePublicKey, `envelope key of ${m.name}`);
     value = { key, fp: fingerprint(key) };
   } catch {
     value = undefined;

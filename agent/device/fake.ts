@@ -1,7 +1,7 @@
 // In-memory WireGuardDevice for unit tests of the agent. It validates its inputs like the real one, keeps
 // the state read() reports, records every call (with fingerprints, never keys) and lets a test play the
 // network: handshakes, traffic, injected failures.
-import { decodeKey, fingerprint, publicKeyOf, validateKey } from '../../lib/keys.js';
+import { decodePublicKey, fingerprint, publicKeyOf, validateKey } from '../../lib/keys.js';
 import {
   validateInterfaceName,
   type DeviceState,
@@ -79,7 +79,7 @@ export class FakeWireGuardDevice implements WireGuardDevice {
 
   upsertPeer(peer: PeerConfig): Promise<void> {
     return this.call('upsertPeer', safeFingerprint(peer.publicKey), () => {
-      decodeKey(peer.publicKey, 'peer public key');
+      decodePublicKey(peer.publicKey, 'peer public key');
       this.requireExists();
       const existing = this.peers.get(peer.publicKey);
       const { presharedKey, ...config } = peer;

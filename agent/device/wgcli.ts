@@ -12,7 +12,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ipaddr from 'ipaddr.js';
-import { decodeKey, fingerprint, publicKeyOf, validateKey } from '../../lib/keys.js';
+import { decodePublicKey, fingerprint, publicKeyOf, validateKey } from '../../lib/keys.js';
 import {
   validateInterfaceName,
   type DeviceImplementation,
@@ -163,7 +163,7 @@ export class WgCliDevice implements WireGuardDevice {
   }
 
   async upsertPeer(peer: PeerConfig): Promise<void> {
-    decodeKey(peer.publicKey, 'peer public key');
+    decodePublicKey(peer.publicKey, 'peer public key');
     const allowed = peer.allowedIPs.map(normalizePrefix);
     const keepalive = peer.persistentKeepalive ?? 0;
     if (!Number.isInteger(keepalive) || keepalive < 0 || keepalive > 65535) {
@@ -194,7 +194,7 @@ export class WgCliDevice implements WireGuardDevice {
   }
 
   async removePeer(publicKey: string): Promise<void> {
-    decodeKey(publicKey, 'peer public key');
+    decodePublicKey(publicKey, 'peer public key');
     await this.run(['wg', 'set', this.name, 'peer', publicKey, 'remove']);
   }
 

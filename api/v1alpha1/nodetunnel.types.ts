@@ -26,7 +26,7 @@ import {
   endpoint,
   listMap,
   listSet,
-  wireGuardKey,
+  x25519PublicKey,
 } from './validation.js';
 
 /** Rules the API server checks on update (they read `oldSelf`); `nodeTunnelUpdateIssues` is their zod twin. */
@@ -76,7 +76,7 @@ export const NodeTunnelSpecSchema = z
       .describe(
         "The overlay's key epoch when this tunnel was created. It never decreases. The epoch in force and any rotation in progress are in the OverlayNetwork's status (epoch, rotation): rotations rewrite no NodeTunnel.",
       ),
-    publicKey: wireGuardKey(
+    publicKey: x25519PublicKey(
       "Operator custody: this node's WireGuard public key at the overlay's current epoch (the agent also publishes the key it runs in status.publicKey).",
     ).optional(),
     secretRef: z
@@ -124,13 +124,13 @@ export const NodeTunnelStatusSchema = z
       .min(0)
       .optional()
       .describe('The .metadata.generation the agent last applied.'),
-    envelopePublicKey: wireGuardKey(
+    envelopePublicKey: x25519PublicKey(
       "The agent's X25519 envelope public key: the operator seals this node's key material to it." + KEY_NOTE,
     ).optional(),
-    publicKey: wireGuardKey(
+    publicKey: x25519PublicKey(
       "The WireGuard public key this node's device runs, at status.appliedEpoch." + KEY_NOTE,
     ).optional(),
-    stagedPublicKey: wireGuardKey(
+    stagedPublicKey: x25519PublicKey(
       "The WireGuard public key for status.stagedEpoch, published when the agent acknowledges a rotation's staging." +
         KEY_NOTE,
     ).optional(),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isSmallOrderPoint } from '../../lib/keys.js';
 import {
   CRON,
   DURATION,
@@ -19,7 +20,8 @@ import {
   parseEndpoint,
   parseIP,
   timeZone,
-  wireGuardKey,
+  x25519PublicKey,
+  SMALL_ORDER_KEYS,
   withRules,
 } from './validation.js';
 
@@ -196,7 +198,18 @@ describe('WireGuard keys', () => {
     ['', false],
   ])('%j valid: %s', (s, ok) => {
     expect(isWireGuardKey(s)).toBe(ok);
-    expect(wireGuardKey('k').safeParse(s).success).toBe(ok);
+    expect(x25519PublicKey('k').safeParse(s).success).toBe(ok);
+  });
+
+  test.each(SMALL_ORDER_KEYS.map((k) => [k]))('%s: a point of small order is no public key', (k) => {
+    expect(isWireGuardKey(k)).toBe(k !== ZERO_KEY);
+    const parsed = x25519PublicKey('k').safeParse(k);
+    expect(parsed.success).toBe(false);
+    expect(parsed.error?.issues.map((i) => i.message)).toContain(
+      'must not be an X25519 point of small order (its shared secret with any key is zero)',
+    );
+    // the same points as lib/keys refuses, written twice (CEL needs the encodings, the agent the bytes)
+    expect(isSmallOrderPoint(Buffer.from(k, 'base64'))).toBe(true);
   });
 
   test('the regex accepts exactly the canonical encodings of 32 bytes', () => {

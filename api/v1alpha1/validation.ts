@@ -299,8 +299,42 @@ export function wireGuardKeyRules(): Rule<string>[] {
   ];
 }
 
-export function wireGuardKey(description: string) {
-  return withRules(z.string().max(44).describe(description), wireGuardKeyRules());
+/**
+ * The encodings (top bit clear and set) of the X25519 points of small order: as a public key, each gives an
+ * all-zero shared secret whatever the other side's private key (lib/keys.ts refuses the same points).
+ */
+export const SMALL_ORDER_KEYS: readonly string[] = [
+  'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
+  'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAIA=',
+  'AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
+  'AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAIA=',
+  '4Ot6fDtBuK4WVuP68Z/EatoJjeucMrH9hmIFFl9JuAA=',
+  '4Ot6fDtBuK4WVuP68Z/EatoJjeucMrH9hmIFFl9JuIA=',
+  'X5yVvKNQjCSx0LFVnIPvWwREXMRYHI6G2CJO3dCfEVc=',
+  'X5yVvKNQjCSx0LFVnIPvWwREXMRYHI6G2CJO3dCfEdc=',
+  '7P///////////////////////////////////////38=',
+  '7P////////////////////////////////////////8=',
+  '7f///////////////////////////////////////38=',
+  '7f////////////////////////////////////////8=',
+  '7v///////////////////////////////////////38=',
+  '7v////////////////////////////////////////8=',
+];
+
+/** A public key: a WireGuard key that is not a point of small order. */
+export function publicKeyRules(): Rule<string>[] {
+  return [
+    ...wireGuardKeyRules(),
+    {
+      rule: `!(self in [${SMALL_ORDER_KEYS.map(celString).join(', ')}])`,
+      message: 'must not be an X25519 point of small order (its shared secret with any key is zero)',
+      test: (v) => !SMALL_ORDER_KEYS.includes(v),
+    },
+  ];
+}
+
+/** An X25519 public key (WireGuard or envelope): refuses points of small order too. */
+export function x25519PublicKey(description: string) {
+  return withRules(z.string().max(44).describe(description), publicKeyRules());
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -63,6 +63,66 @@ export async function applyBase(adminKubeconfig: string): Promise<void> {
   await kubectl(adminKubeconfig, ['apply', '--server-side', '--force-conflicts', '-k', 'config/rbac']);
 }
 
+/** A Node a token is bound to: the token carries its name as the node-name claim and dies with it. */
+export interface BoundNode {
+  name: string;
+  uid: string;
+}
+
+/**
+ * A token for service account `name` of sealmesh-system from the TokenRequest API. Bound to `node`, it
+ * carries `authentication.kubernetes.io/node-name` as a DaemonSet pod's token does, which the agent
+ * admission policy (config/rbac/agent-admission.yaml) requires of every write an agent makes.
+ */
+export async function serviceAccountToken(
+  admin: KubeConfig,
+  name: string,
+  expirationSeconds = 24 * 3600,
+  node?: BoundNode,
+): Promise<string> {
+  const core = admin.makeApiClient(CoreV1Api);
+  const boundObjectRef = node
+    ? { apiVersion: 'v1', kind: 'Node', name: node.name, uid: node.uid }
+    : undefined;
+  let token: string | undefined;
+  try {
+    const request = await core.createNamespacedServiceAccountToken({
+      name,
+      namespace: SYSTEM_NAMESPACE,
+      body: { spec: { audiences: [], expirationSeconds, boundObjectRef } },
+    });
+    token = request.status?.token;
+  } catch (err) {
+    throw new Error(`TokenRequest for ${SYSTEM_NAMESPACE}/${name} failed: ${describeError(err)}`, {
+      cause: err,
+    });
+  }
+  if (!token) throw new Error(`TokenRequest for ${SYSTEM_NAMESPACE}/${name} returned no token`);
+  return token;
+}
+
+/** Writes a kubeconfig (mode 0600) for the API server of `admin` that authenticates with `token`. */
+export function writeTokenKubeconfig(admin: KubeConfig, user: string, token: string, file: string): void {
+  const cluster = admin.getCurrentCluster();
+  if (!cluster) throw new Error('the admin kubeconfig has no current cluster');
+  const caData = cluster.caData ?? (cluster.caFile ? readFileSync(cluster.caFile).toString('base64') : '');
+  if (!caData) throw new Error(`the admin kubeconfig has no CA for ${cluster.server}`);
+  const config = {
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [
+      { name: 'sealmesh', cluster: { server: cluster.server, 'certificate-authority-data': caData } },
+    ],
+    users: [{ name: user, user: { token } }],
+    contexts: [{ name: user, context: { cluster: 'sealmesh', user } }],
+    'current-context': user,
+  };
+  mkdirSync(dirname(file), { recursive: true });
+  // created 0600 before the token is in it; chmod too in case the file existed with wider permissions
+  writeFileSync(file, dump(config, { lineWidth: -1 }), { mode: 0o600 });
+  chmodSync(file, 0o600);
+}
+
 /**
  * Writes a kubeconfig (mode 0600) that authenticates as service account `name` of sealmesh-system with a
  * token from the TokenRequest API, for the same API server as `admin`.
@@ -73,39 +133,18 @@ export async function writeServiceAccountKubeconfig(
   file: string,
   expirationSeconds = 24 * 3600,
 ): Promise<void> {
-  const cluster = admin.getCurrentCluster();
-  if (!cluster) throw new Error('the admin kubeconfig has no current cluster');
-  const caData = cluster.caData ?? (cluster.caFile ? readFileSync(cluster.caFile).toString('base64') : '');
-  if (!caData) throw new Error(`the admin kubeconfig has no CA for ${cluster.server}`);
-  const core = admin.makeApiClient(CoreV1Api);
-  let token: string | undefined;
-  try {
-    const request = await core.createNamespacedServiceAccountToken({
-      name,
-      namespace: SYSTEM_NAMESPACE,
-      body: { spec: { audiences: [], expirationSeconds } },
-    });
-    token = request.status?.token;
-  } catch (err) {
-    throw new Error(`TokenRequest for ${SYSTEM_NAMESPACE}/${name} failed: ${describeError(err)}`, {
-      cause: err,
-    });
-  }
-  if (!token) throw new Error(`TokenRequest for ${SYSTEM_NAMESPACE}/${name} returned no token`);
-  const config = {
-    apiVersion: 'v1',
-    kind: 'Config',
-    clusters: [
-      { name: 'sealmesh', cluster: { server: cluster.server, 'certificate-authority-data': caData } },
-    ],
-    users: [{ name, user: { token } }],
-    contexts: [{ name, context: { cluster: 'sealmesh', user: name } }],
-    'current-context': name,
-  };
-  mkdirSync(dirname(file), { recursive: true });
-  // created 0600 before the token is in it; chmod too in case the file existed with wider permissions
-  writeFileSync(file, dump(config), { mode: 0o600 });
-  chmodSync(file, 0o600);
+  writeTokenKubeconfig(admin, name, await serviceAccountToken(admin, name, expirationSeconds), file);
+}
+
+/** Where agentCommand's kubeconfig template has the token of the node its agent starts on. */
+const NODE_TOKEN_PLACEHOLDER = 'SEALMESH_NODE_TOKEN';
+
+/**
+ * The agent's kubeconfig with a placeholder for the token, which agentCommand fills with a token bound to
+ * the node the agent starts on (no shared agent token exists: the admission policy would refuse it).
+ */
+export function writeAgentKubeconfigTemplate(admin: KubeConfig, file: string): void {
+  writeTokenKubeconfig(admin, AGENT_SERVICE_ACCOUNT, NODE_TOKEN_PLACEHOLDER, file);
 }
 
 /**
@@ -161,17 +200,42 @@ export function startOperatorProcess(o: OperatorProcessOptions): ChildProcess {
   }
 }
 
+export interface AgentCommandOptions {
+  /** the admin kubeconfig, with which the command requests the node's token (the kubelet's part) */
+  adminKubeconfig: string;
+  /** writeAgentKubeconfigTemplate's file */
+  template: string;
+  /** keys under stateRoot/<node>, the node's kubeconfig at stateRoot/<node>.kubeconfig */
+  stateRoot: string;
+  /** default 'source' */
+  from?: RunFrom;
+}
+
 /**
  * The command hack/lab.sh runs inside every node (`--agent-cmd`, or `lab.sh start NODE agent -- bash -c`):
- * the agent as the agent service account, against sealmesh-keys, keys under `stateRoot/<node>`.
- * lab.sh sets NODE_NAME; `exec` makes the recorded PID the agent's own.
+ * the agent as the agent service account, against sealmesh-keys, keys under `stateRoot/<node>`. It first
+ * does what the kubelet does for a DaemonSet pod: gets a token bound to the node (kubectl create token, with
+ * the admin kubeconfig, which the agent never sees; retried while the node's API relay starts) and writes
+ * the node's kubeconfig from the template. lab.sh sets NODE_NAME; `exec` makes the recorded PID the agent's.
  */
-export function agentCommand(kubeconfig: string, stateRoot: string, from: RunFrom = 'source'): string {
+export function agentCommand(o: AgentCommandOptions): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  return (
-    `cd ${q(repoRoot)} && KUBECONFIG=${q(kubeconfig)} exec ${q(process.execPath)} ${entryArgs('agent', from).join(' ')}` +
-    ` --namespace ${KEY_NAMESPACE} --state-dir ${q(stateRoot)}/"$NODE_NAME"`
-  );
+  const nodeKubeconfig = `${q(o.stateRoot)}/"$NODE_NAME".kubeconfig`;
+  const createToken =
+    `${q(kubectlPath())} --kubeconfig ${q(o.adminKubeconfig)} --request-timeout=10s create token` +
+    ` ${AGENT_SERVICE_ACCOUNT} -n ${SYSTEM_NAMESPACE} --bound-object-kind Node --bound-object-name "$NODE_NAME"` +
+    ` --duration ${24 * 3600}s`;
+  return [
+    `cd ${q(repoRoot)}`,
+    `umask 077`,
+    `mkdir -p ${q(o.stateRoot)}`,
+    `for i in $(seq 50); do tok=$(${createToken}) && break; sleep 0.2; done`,
+    `[ -n "$tok" ]`,
+    `sed "s/${NODE_TOKEN_PLACEHOLDER}/$tok/" ${q(o.template)} >${nodeKubeconfig}`,
+    `unset tok`,
+    `KUBECONFIG=${nodeKubeconfig} exec ${q(process.execPath)} ${entryArgs('agent', o.from ?? 'source').join(' ')}` +
+      ` --namespace ${KEY_NAMESPACE} --state-dir ${q(o.stateRoot)}/"$NODE_NAME"`,
+  ].join(' && ');
 }
 
 interface TunnelView {

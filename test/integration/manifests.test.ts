@@ -25,6 +25,10 @@ test('config/default applies cleanly with --dry-run=server', () => {
     'clusterrole.rbac.authorization.k8s.io/sealmesh-agent',
     'role.rbac.authorization.k8s.io/sealmesh-agent',
     'serviceaccount/sealmesh-agent',
+    'validatingadmissionpolicy.admissionregistration.k8s.io/sealmesh-agent-nodetunnels',
+    'validatingadmissionpolicybinding.admissionregistration.k8s.io/sealmesh-agent-nodetunnels',
+    'validatingadmissionpolicy.admissionregistration.k8s.io/sealmesh-agent-leases',
+    'validatingadmissionpolicybinding.admissionregistration.k8s.io/sealmesh-agent-leases',
   ]) {
     expect(out).toContain(expected);
   }

@@ -381,6 +381,13 @@ export const badCases: Case[] = [
     message: 'must not be the all-zero key',
   },
   {
+    name: 'public key of small order (1)',
+    kind: 'NodeTunnel',
+    build: tu({ publicKey: 'AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' }),
+    field: 'spec.publicKey',
+    message: 'must not be an X25519 point of small order',
+  },
+  {
     name: 'public key of 31 bytes',
     kind: 'NodeTunnel',
     build: tu({ publicKey: Buffer.alloc(31, 7).toString('base64') }),
@@ -721,6 +728,18 @@ export const badStatuses: StatusCase[] = [
     status: { envelopePublicKey: `${'A'.repeat(43)}=` },
     field: 'status.envelopePublicKey',
     message: 'must not be the all-zero key',
+  },
+  {
+    name: 'envelope key of small order (order 8)',
+    status: { envelopePublicKey: '4Ot6fDtBuK4WVuP68Z/EatoJjeucMrH9hmIFFl9JuAA=' },
+    field: 'status.envelopePublicKey',
+    message: 'must not be an X25519 point of small order',
+  },
+  {
+    name: 'public key of small order (p + 1, top bit set)',
+    status: { publicKey: '7v////////////////////////////////////////8=' },
+    field: 'status.publicKey',
+    message: 'must not be an X25519 point of small order',
   },
   {
     name: 'condition status Yes',

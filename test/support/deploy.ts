@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { resolve } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import {
-  AGENT_SERVICE_ACCOUNT,
+  writeAgentKubeconfigTemplate,
   OPERATOR_SERVICE_ACCOUNT,
   agentCommand,
   applyBase,
@@ -57,12 +57,7 @@ export class Deployment {
         resolve(dir, 'operator.kubeconfig'),
         TOKEN_SECONDS,
       );
-      await writeServiceAccountKubeconfig(
-        o.kc,
-        AGENT_SERVICE_ACCOUNT,
-        resolve(dir, 'agent.kubeconfig'),
-        TOKEN_SECONDS,
-      );
+      writeAgentKubeconfigTemplate(o.kc, resolve(dir, 'agent.kubeconfig'));
       operator = startOperatorProcess({
         kubeconfig: resolve(dir, 'operator.kubeconfig'),
         logFile: resolve(dir, 'operator.log'),
@@ -70,7 +65,11 @@ export class Deployment {
       if (operator.pid)
         writeFileSync(resolve(dir, 'operator.pid'), `${operator.pid} ${startTime(operator.pid)}\n`);
       const labDir = resolve(parent, `lab-test-${id}`);
-      const agentCmd = agentCommand(resolve(dir, 'agent.kubeconfig'), resolve(labDir, 'agents'));
+      const agentCmd = agentCommand({
+        adminKubeconfig: kubeconfigPath,
+        template: resolve(dir, 'agent.kubeconfig'),
+        stateRoot: resolve(labDir, 'agents'),
+      });
       const lab = await Lab.up({ nodes: o.nodes, agentCmd, dir: labDir });
       return new Deployment(dir, lab, operator, agentCmd);
     } catch (err) {

@@ -7,7 +7,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import {
   API_VERSION,
@@ -21,7 +20,6 @@ import {
   VERSION,
   nodeTunnelName,
 } from '../../api/v1alpha1/groupversion.js';
-import type { NodeTunnelStatus } from '../../api/v1alpha1/nodetunnel.types.js';
 import { Agent } from '../../agent/agent.js';
 import { FakeWireGuardDevice } from '../../agent/device/fake.js';
 import { KubeAgentApi } from '../../agent/kube.js';
@@ -36,24 +34,10 @@ import {
 } from '../../lib/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
-import { kubeConfig, uniqueName } from '../support/cluster.js';
+import { uniqueName } from '../support/cluster.js';
+import { core, custom, kc, leases, tunnelStatus } from '../support/env.js';
 import { installCRDs } from '../support/crds.js';
 import { until } from '../support/wait.js';
-
-const kc = kubeConfig();
-const core = kc.makeApiClient(CoreV1Api);
-const custom = kc.makeApiClient(CustomObjectsApi);
-const leases = kc.makeApiClient(CoordinationV1Api);
-
-async function tunnelStatus(name: string): Promise<NodeTunnelStatus> {
-  const obj = (await custom.getClusterCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: NODE_TUNNEL_PLURAL,
-    name,
-  })) as { status?: NodeTunnelStatus };
-  return obj.status ?? {};
-}
 
 const namespace = uniqueName('agent-it');
 const overlay = uniqueName('ovl');
@@ -190,7 +174,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
   const published = await Promise.all(
     nodes.map((node) =>
       until(`${node} publishes its keys`, async () => {
-        const s = await tunnelStatus(nodeTunnelName(overlay, node));
+        const s = await tunnelStatus(overlay, node);
         return s.envelopePublicKey && s.publicKey ? s : undefined;
       }),
     ),
@@ -201,7 +185,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
   }
   // before a PSK exists (PerPair), neither side adds the other
   await until('AwaitingPeer before the PSK', async () => {
-    const s = await tunnelStatus(nodeTunnelName(overlay, nodes[0]));
+    const s = await tunnelStatus(overlay, nodes[0]);
     return s.peers?.[0]?.state === 'AwaitingPeer' ? true : undefined;
   });
   expect((await devices.get(nodes[0])!.read())?.peers).toEqual([]);
@@ -253,7 +237,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
   // 4. both report the pair Encrypted at epoch 1
   for (const node of nodes) {
     const s = await until(`${node} reports Encrypted`, async () => {
-      const st = await tunnelStatus(nodeTunnelName(overlay, node));
+      const st = await tunnelStatus(overlay, node);
       return st.peersSummary === '1/1' ? st : undefined;
     });
     expect(s.peers).toEqual([
@@ -282,8 +266,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
 
   // 7. the PSK appears in no status and no log line
   const everything =
-    logs.join('') +
-    JSON.stringify(await Promise.all(nodes.map((n) => tunnelStatus(nodeTunnelName(overlay, n)))));
+    logs.join('') + JSON.stringify(await Promise.all(nodes.map((n) => tunnelStatus(overlay, n))));
   expect(everything).not.toContain(Buffer.from(psk).toString('base64'));
   expect(everything).not.toContain(Buffer.from(psk).toString('hex'));
   expect(everything).toContain(fingerprint(psk));

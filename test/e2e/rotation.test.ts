@@ -26,6 +26,7 @@
 // that mean something, give the run a control plane of its own (hack/cluster.sh starts and stops it):
 //   SEALMESH_LOCAL_DIR=$PWD/.local/rot-e2e-cp node ... jest.js test/e2e/rotation.test.ts --selectProjects e2e
 import { execFile, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { PatchStrategy, Watch, setHeaderOptions } from '@kubernetes/client-node';
@@ -90,6 +91,11 @@ const FULL_ROTATION_MAX_GAP_MS = 1000;
  * "re-handshake now" without dropping the session).
  */
 const PSK_HANDSHAKE_MS = 150_000;
+/**
+ * A test-only fault, to show scenario 1 can fail: SEALMESH_E2E_FAULT=psk-mismatch kills one agent right after
+ * the PSK switch and puts a random PSK on its device for one peer, so that pair's two ends disagree.
+ */
+const FAULT = process.env.SEALMESH_E2E_FAULT;
 /** Probes run this long before the event and after it. */
 const LEAD_MS = 2000;
 const TRAIL_MS = 2000;
@@ -423,6 +429,19 @@ async function watchPskSwitch(): Promise<{
   };
 }
 
+/** The fault: `node`'s agent killed, then a random PSK (never printed) for `peer` on `node`'s device. */
+async function mismatchPsk(node: string, peer: string): Promise<void> {
+  const d = deployment!;
+  await d.killAgent(node);
+  const r = await d.lab.exec(
+    node,
+    ['wg', 'set', iface, 'peer', await devicePublicKey(peer), 'preshared-key', '/dev/stdin'],
+    { input: randomBytes(32).toString('base64') },
+  );
+  if (r.code !== 0) throw new Error(`setting a random PSK in ${node}: ${r.stderr.trim()}`);
+  report(`FAULT psk-mismatch: ${node}'s agent killed; a random PSK for ${peer} set on its device`);
+}
+
 /**
  * Asserts that on both ends of every pair the device's PSK is the Secret's PSK at `epoch` (by fingerprint) and
  * differs from the one at `oldEpoch`. Returns how many device entries matched.
@@ -731,6 +750,7 @@ test(
             throw err;
           });
           await psk.stop();
+          if (FAULT === 'psk-mismatch') await mismatchPsk(nodes[1]!, nodes[0]!);
           const switched = new Map(pairs.map((p) => [pairName(p.from, p.to), psk.switchedAt(p.from, p.to)!]));
           const handshakes = await handshakesAfter(
             (a, b) => switched.get(pairName(a, b))!,

@@ -10,13 +10,10 @@ import { randomBytes } from 'node:crypto';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import {
-  API_VERSION,
   GROUP,
   NODE_LABEL,
-  NODE_TUNNEL_KIND,
   NODE_TUNNEL_PLURAL,
   OVERLAY_LABEL,
-  OVERLAY_NETWORK_KIND,
   OVERLAY_NETWORK_PLURAL,
   VERSION,
   nodeTunnelName,
@@ -28,17 +25,15 @@ import { decodeKey, fingerprint } from '../../lib/keys.js';
 import {
   KEY_SECRET_TYPE,
   encodeKeySecretData,
-  keySecretName,
   pairKey,
   type SealedPair,
   keySecretNameAt,
 } from '../../lib/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
 import { describeUnderlay, expectCleanUnderlay, startCapture, watchUnderlay } from '../support/capture.js';
 import { uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
-import { core, custom, kc, sleep, tunnelStatus as tunnelStatusOf } from '../support/env.js';
+import { core, custom, handMadeOverlay, kc, sleep, tunnelStatus as tunnelStatusOf } from '../support/env.js';
 import { Lab, type LabNode } from '../support/lab.js';
 import { startProbes } from '../support/probes.js';
 import { until as untilWithin } from '../support/wait.js';
@@ -103,51 +98,18 @@ beforeAll(async () => {
   nodes = lab.nodes as [LabNode, LabNode];
   stateRoot = await mkdtemp(join(tmpdir(), 'sealmesh-agent-e2e-'));
   await installCRDs(kc);
-  await core.createNamespace({ body: { metadata: { name: namespace } } });
-  await core.createNamespacedConfigMap({
+  await handMadeOverlay({
     namespace,
-    body: {
-      metadata: { name: IDENTITY_NAME },
-      data: { [IDENTITY_PUBLIC_KEY]: Buffer.from(operator.publicKey).toString('base64') },
-    },
+    overlay,
+    operatorPublicKey: operator.publicKey,
+    addressPool: '10.97.0.0/24',
+    tunnels: nodes.map((node, i) => ({
+      node: node.name,
+      address: `10.97.0.${i + 1}/24`,
+      endpoint: `${node.underlayIP}:51820`,
+      allowedIPs: [`10.97.0.${i + 1}/32`, node.podCIDR],
+    })),
   });
-  await custom.createClusterCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: OVERLAY_NETWORK_PLURAL,
-    body: {
-      apiVersion: API_VERSION,
-      kind: OVERLAY_NETWORK_KIND,
-      metadata: { name: overlay },
-      spec: { addressPool: '10.97.0.0/24', paused: true },
-    },
-  });
-  for (const [i, node] of nodes.entries()) {
-    await custom.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: NODE_TUNNEL_PLURAL,
-      body: {
-        apiVersion: API_VERSION,
-        kind: NODE_TUNNEL_KIND,
-        metadata: {
-          name: nodeTunnelName(overlay, node.name),
-          labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: node.name },
-        },
-        spec: {
-          overlay,
-          nodeName: node.name,
-          address: `10.97.0.${i + 1}/24`,
-          endpoint: `${node.underlayIP}:51820`,
-          allowedIPs: [`10.97.0.${i + 1}/32`, node.podCIDR],
-          listenPort: 51820,
-          persistentKeepalive: '25s',
-          epoch: 1,
-          secretRef: { namespace, name: keySecretName(overlay, node.name) },
-        },
-      },
-    });
-  }
 }, 120_000);
 
 afterAll(async () => {

@@ -124,7 +124,7 @@ beforeAll(async () => {
 afterAll(async () => {
   // The overlay goes while the operator and agents still run, so they remove what they made; an operator
   // that died cannot drop its finalizer, so after a bound the test does.
-  const errors = await removeOverlay(overlay, members);
+  const errors = await removeOverlay(overlay);
   // stops the operator and the lab (agents, wireguard-go, namespaces, Node objects) even if the above failed
   await deployment?.down().catch((err: unknown) => errors.push(String(err)));
   // the agents' liveness Leases outlive them (agents may not delete Leases): the test removes its own

@@ -9,13 +9,10 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import {
-  API_VERSION,
   GROUP,
   NODE_LABEL,
-  NODE_TUNNEL_KIND,
   NODE_TUNNEL_PLURAL,
   OVERLAY_LABEL,
-  OVERLAY_NETWORK_KIND,
   OVERLAY_NETWORK_PLURAL,
   VERSION,
   nodeTunnelName,
@@ -25,17 +22,10 @@ import { FakeWireGuardDevice } from '../../agent/device/fake.js';
 import { KubeAgentApi } from '../../agent/kube.js';
 import { agentLeaseName } from '../../agent/liveness.js';
 import { decodeKey, fingerprint } from '../../lib/keys.js';
-import {
-  KEY_SECRET_TYPE,
-  encodeKeySecretData,
-  keySecretName,
-  pairKey,
-  keySecretNameAt,
-} from '../../lib/keysecret.js';
+import { KEY_SECRET_TYPE, encodeKeySecretData, pairKey, keySecretNameAt } from '../../lib/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
 import { uniqueName } from '../support/cluster.js';
-import { core, custom, kc, leases, tunnelStatus } from '../support/env.js';
+import { core, custom, handMadeOverlay, kc, leases, tunnelStatus } from '../support/env.js';
 import { installCRDs } from '../support/crds.js';
 import { until } from '../support/wait.js';
 
@@ -50,52 +40,19 @@ let stateRoot = '';
 
 beforeAll(async () => {
   await installCRDs(kc);
-  await core.createNamespace({ body: { metadata: { name: namespace } } });
-  await core.createNamespacedConfigMap({
-    namespace,
-    body: {
-      metadata: { name: IDENTITY_NAME },
-      data: { [IDENTITY_PUBLIC_KEY]: Buffer.from(operator.publicKey).toString('base64') },
-    },
-  });
   // paused: an operator running against the shared control plane must leave these hand-made tunnels alone
-  await custom.createClusterCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: OVERLAY_NETWORK_PLURAL,
-    body: {
-      apiVersion: API_VERSION,
-      kind: OVERLAY_NETWORK_KIND,
-      metadata: { name: overlay },
-      spec: { addressPool: '10.98.0.0/24', paused: true },
-    },
+  await handMadeOverlay({
+    namespace,
+    overlay,
+    operatorPublicKey: operator.publicKey,
+    addressPool: '10.98.0.0/24',
+    tunnels: nodes.map((node, i) => ({
+      node,
+      address: `10.98.0.${i + 1}/24`,
+      endpoint: `198.18.0.${i + 2}:51820`,
+      allowedIPs: [`10.98.0.${i + 1}/32`],
+    })),
   });
-  for (const [i, node] of nodes.entries()) {
-    await custom.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: NODE_TUNNEL_PLURAL,
-      body: {
-        apiVersion: API_VERSION,
-        kind: NODE_TUNNEL_KIND,
-        metadata: {
-          name: nodeTunnelName(overlay, node),
-          labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: node },
-        },
-        spec: {
-          overlay,
-          nodeName: node,
-          address: `10.98.0.${i + 1}/24`,
-          endpoint: `198.18.0.${i + 2}:51820`,
-          allowedIPs: [`10.98.0.${i + 1}/32`],
-          listenPort: 51820,
-          persistentKeepalive: '25s',
-          epoch: 1,
-          secretRef: { namespace, name: keySecretName(overlay, node) },
-        },
-      },
-    });
-  }
   stateRoot = await mkdtemp(join(tmpdir(), 'sealmesh-agent-it-'));
 }, 60_000);
 

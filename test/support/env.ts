@@ -5,8 +5,13 @@
 import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { agentLeaseName } from '../../agent/liveness.js';
 import {
+  API_VERSION,
   GROUP,
+  NODE_LABEL,
+  NODE_TUNNEL_KIND,
   NODE_TUNNEL_PLURAL,
+  OVERLAY_LABEL,
+  OVERLAY_NETWORK_KIND,
   OVERLAY_NETWORK_PLURAL,
   VERSION,
   nodeTunnelName,
@@ -19,7 +24,9 @@ import {
   waitAllEncrypted,
   WaitError,
 } from '../../hack/deploy/deploy.js';
+import { keySecretName } from '../../lib/keysecret.js';
 import { isNotFound } from '../../lib/kube.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
 import { kubeConfig, kubeconfigPath } from './cluster.js';
 import type { Deployment } from './deploy.js';
 import { until } from './wait.js';
@@ -99,9 +106,9 @@ export async function allEncrypted(
 /**
  * Deletes the overlay and waits for it to go (the operator removes what it made first). An operator that died
  * cannot drop its finalizer: after `timeoutMs` the finalizer is cleared and the timeout is returned as an
- * error message. Then the agents' Leases of `nodes` go (agents may not delete Leases). Returns the errors.
+ * error message. Returns the errors.
  */
-export async function removeOverlay(overlay: string, nodes: readonly string[], timeoutMs = 30_000) {
+export async function removeOverlay(overlay: string, timeoutMs = 30_000): Promise<string[]> {
   const errors: string[] = [];
   try {
     await custom.deleteClusterCustomObject({
@@ -156,4 +163,72 @@ export async function deleteAgentLeases(nodes: readonly string[]): Promise<strin
       });
   }
   return errors;
+}
+
+/** One node of a hand-made overlay: what its NodeTunnel's spec says. */
+export interface HandMadeTunnel {
+  node: string;
+  /** with its prefix, e.g. 10.97.0.1/24 */
+  address: string;
+  endpoint: string;
+  allowedIPs: string[];
+}
+
+/**
+ * Tests that play the operator (agent integration and e2e): the operator's published sealing key in
+ * `namespace` (made here), a paused OverlayNetwork (an operator on the same control plane leaves it alone)
+ * and one NodeTunnel per node at epoch 1, pointing at the node's key Secret.
+ */
+export async function handMadeOverlay(o: {
+  namespace: string;
+  overlay: string;
+  operatorPublicKey: Uint8Array;
+  addressPool: string;
+  tunnels: readonly HandMadeTunnel[];
+}): Promise<void> {
+  await core.createNamespace({ body: { metadata: { name: o.namespace } } });
+  await core.createNamespacedConfigMap({
+    namespace: o.namespace,
+    body: {
+      metadata: { name: IDENTITY_NAME },
+      data: { [IDENTITY_PUBLIC_KEY]: Buffer.from(o.operatorPublicKey).toString('base64') },
+    },
+  });
+  await custom.createClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: OVERLAY_NETWORK_PLURAL,
+    body: {
+      apiVersion: API_VERSION,
+      kind: OVERLAY_NETWORK_KIND,
+      metadata: { name: o.overlay },
+      spec: { addressPool: o.addressPool, paused: true },
+    },
+  });
+  for (const t of o.tunnels) {
+    await custom.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: NODE_TUNNEL_PLURAL,
+      body: {
+        apiVersion: API_VERSION,
+        kind: NODE_TUNNEL_KIND,
+        metadata: {
+          name: nodeTunnelName(o.overlay, t.node),
+          labels: { [OVERLAY_LABEL]: o.overlay, [NODE_LABEL]: t.node },
+        },
+        spec: {
+          overlay: o.overlay,
+          nodeName: t.node,
+          address: t.address,
+          endpoint: t.endpoint,
+          allowedIPs: t.allowedIPs,
+          listenPort: 51820,
+          persistentKeepalive: '25s',
+          epoch: 1,
+          secretRef: { namespace: o.namespace, name: keySecretName(o.overlay, t.node) },
+        },
+      },
+    });
+  }
 }

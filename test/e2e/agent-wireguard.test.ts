@@ -391,13 +391,15 @@ test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', a
   if (FAULT === 'psk-mismatch') {
     // the fault: node 1 stops managing its device, which now holds a PSK its peer does not have
     await agents.get(names[1])!.stop();
-    const peer = (await devices[1].read())!.peers[0]!.publicKey;
-    const set = await lab!.exec(
-      names[1],
-      ['wg', 'set', devices[1].name, 'peer', peer, 'preshared-key', '/dev/stdin'],
-      { input: randomBytes(32).toString('base64') },
-    );
-    expect(set.code).toBe(0);
+    const peer = (await devices[1].read())!.peers[0]!;
+    await devices[1].upsertPeer({
+      publicKey: peer.publicKey,
+      presharedKey: new Uint8Array(randomBytes(32)),
+      endpoint: `${nodes[0].underlayIP}:51820`,
+      allowedIPs: [...peer.allowedIPs],
+      persistentKeepalive: 25,
+    });
+    expect((await devices[1].read())!.peers[0]!.presharedKeyFingerprint).not.toBe(fingerprint(psk3));
     console.log(`FAULT psk-mismatch: ${names[1]}'s agent stopped, a random PSK set on its device`);
   }
   // wg reports whole seconds: a handshake in a second that began after the switch is one under the new PSK

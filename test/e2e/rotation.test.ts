@@ -259,33 +259,55 @@ async function annotate(value: string): Promise<void> {
   );
 }
 
-/** Follows the overlay's status every 100 ms until `done` holds: the phases seen, the cutover instant. */
+/**
+ * Follows the overlay's status until `done` holds: the phases seen and the cutover instant. A watch records
+ * every status write (a 100 ms poll can miss a short phase, and with it the cutover time); the poll decides
+ * when it is done.
+ */
 async function followRotation(
   done: (s: OverlayStatus) => boolean,
   timeoutMs: number,
-  onStatus?: (s: OverlayStatus) => Promise<void> | void,
 ): Promise<{ status: OverlayStatus; phases: string[]; cutoverTime?: string; scope?: string; ms: number }> {
   const t0 = Date.now();
   const phases: string[] = [];
   let cutoverTime: string | undefined;
   let scope: string | undefined;
-  for (;;) {
-    const s = await overlayStatus().catch(() => undefined);
-    if (s) {
-      const phase = s.rotation?.phase;
-      if (phase && phases[phases.length - 1] !== phase) phases.push(phase);
-      cutoverTime = s.rotation?.cutoverTime ?? cutoverTime;
-      scope = s.rotation?.scope ?? scope;
-      await onStatus?.(s);
-      if (done(s)) return { status: s, phases, cutoverTime, scope, ms: Date.now() - t0 };
+  const record = (st: OverlayStatus | undefined) => {
+    const phase = st?.rotation?.phase;
+    if (phase && phases[phases.length - 1] !== phase) phases.push(phase);
+    cutoverTime = st?.rotation?.cutoverTime ?? cutoverTime;
+    scope = st?.rotation?.scope ?? scope;
+  };
+  const watch = await new Watch(kc).watch(
+    `/apis/${GROUP}/${VERSION}/${OVERLAY_NETWORK_PLURAL}`,
+    { fieldSelector: `metadata.name=${overlay}` },
+    (_type: string, obj: { status?: OverlayStatus }) => record(obj.status),
+    () => undefined,
+  );
+  try {
+    for (;;) {
+      const s = await overlayStatus().catch(() => undefined);
+      if (s) {
+        record(s);
+        if (done(s)) return { status: s, phases, cutoverTime, scope, ms: Date.now() - t0 };
+      }
+      if (Date.now() - t0 > timeoutMs) {
+        throw new Error(
+          `rotation not finished after ${timeoutMs} ms: phases ${phases.join(' > ')}, status ${JSON.stringify(s)}${logTails()}`,
+        );
+      }
+      await sleep(100);
     }
-    if (Date.now() - t0 > timeoutMs) {
-      throw new Error(
-        `rotation not finished after ${timeoutMs} ms: phases ${phases.join(' > ')}, status ${JSON.stringify(s)}${logTails()}`,
-      );
-    }
-    await sleep(100);
+  } finally {
+    watch.abort();
   }
+}
+
+/** The cutover instant a followed rotation recorded; an error if none was seen. */
+function cutoverOf(followed: { cutoverTime?: string; phases: string[] }): number {
+  const t = cutoverOf(followed);
+  if (Number.isNaN(t)) throw new Error(`no cutover time seen (phases ${followed.phases.join(' > ')})`);
+  return t;
 }
 
 /** PSK fingerprints per pair and epoch, from the operator's key Secrets ("a/b" with a < b). */
@@ -781,10 +803,10 @@ test(
           );
           return { followed, out, doneAt, switched, handshakes };
         },
-        (v) => Date.parse(v.followed.cutoverTime ?? ''),
+        (v) => cutoverOf(v.followed),
       );
       const { followed, out, switched, handshakes } = run.value;
-      const cutover = Date.parse(followed.cutoverTime ?? '');
+      const cutover = cutoverOf(followed);
       report(
         `1: epoch ${from} -> ${followed.status.epoch} (${followed.scope}), phases ${followed.phases.join(' > ')}, cutover ${followed.cutoverTime}, ${(followed.ms / 1000).toFixed(1)} s from request to completion`,
       );
@@ -843,15 +865,15 @@ test(
           const cli = plugin(['rotate', overlay, '--wait', '--timeout', '80s'], ROTATION_MS);
           const followed = await followRotation((s) => (s.epoch ?? 1) > from && !s.rotation, ROTATION_MS);
           const out = await cli;
-          const cutover = Date.parse(followed.cutoverTime ?? '');
+          const cutover = cutoverOf(followed);
           // new keys end every session: each pair's handshake after the cutover is one with the new keys
           const handshakes = await handshakesAfter(() => cutover, 30_000, true);
           return { followed, out, handshakes };
         },
-        (v) => Date.parse(v.followed.cutoverTime ?? ''),
+        (v) => cutoverOf(v.followed),
       );
       const { followed, out, handshakes } = run.value;
-      const cutover = Date.parse(followed.cutoverTime ?? '');
+      const cutover = cutoverOf(followed);
       report(
         `2: epoch ${from} -> ${followed.status.epoch} (${followed.scope}), phases ${followed.phases.join(' > ')}, cutover ${followed.cutoverTime}, ${(followed.ms / 1000).toFixed(1)} s from request to completion`,
       );
@@ -1090,7 +1112,7 @@ test(
       );
       expect(ended.status.epoch).toBe(from + 1);
       expect(back.value.epoch).toBe(from + 1);
-      expectInside('the cutover', Date.parse(ended.cutoverTime ?? ''), run);
+      expectInside('the cutover', cutoverOf(ended), run);
       expectInside(`${victim}'s return`, returnedAt, run);
       // the rotation without the stopped node stayed hitless for everyone else
       expect(gapsOver(liveResults, FULL_ROTATION_MAX_GAP_MS)).toEqual([]);

@@ -49,11 +49,19 @@ test.each([
     { name: 'z', createdAt: '2026-01-01T00:00:00Z' },
     'a',
   ],
+  // A tie is decided by the low bit of sha256("<smaller>/<larger>")[0]: even → the smaller name, odd → the
+  // larger. sha256("a/z")[0] = 0xab (odd), sha256("a/c")[0] = 0x24 (even): neither name order decides.
   [
-    'tie goes to larger name',
+    'a tie with an odd pair hash goes to the larger name',
     { name: 'a', createdAt: '2026-01-01T00:00:00Z' },
     { name: 'z', createdAt: '2026-01-01T00:00:00Z' },
     'z',
+  ],
+  [
+    'a tie with an even pair hash goes to the smaller name',
+    { name: 'c', createdAt: '2026-01-01T00:00:00Z' },
+    { name: 'a', createdAt: '2026-01-01T00:00:00Z' },
+    'a',
   ],
   [
     'order of arguments does not matter',

@@ -1,6 +1,6 @@
-import { decodeKey, encodeKey } from '../lib/keys.js';
+import { decodeKey, encodeKey, fingerprint } from '../lib/keys.js';
 import { newBoxKeyPair, Sealer, unseal, type BoxKeyPair } from '../lib/seal.js';
-import { pairOwner } from '../lib/keysecret.js';
+import { pairOwner, type SealedPair } from '../lib/keysecret.js';
 import {
   PLAN_DERIVE_WORK,
   PLAN_STEP_WORK,
@@ -52,13 +52,24 @@ test('an unchanged world plans no change', () => {
   expect(again.newPairs).toEqual([]);
 });
 
+/**
+ * Per pair of `next`: whether its PSK is new, i.e. its fingerprint is none of `before`'s (so a PSK moved from
+ * one pair to another counts as old), with the PSK itself unsealed to make sure the fingerprint is its own.
+ */
+function newPsksPerPair(before: readonly SealedPair[], next: readonly SealedPair[]): string[] {
+  const old = new Set(before.map((p) => p.fingerprint));
+  return next.map((p) => {
+    const psk = unseal(p.sealed[p.a]!, operator.publicKey, envelopes.get(p.a)!);
+    if (fingerprint(psk) !== p.fingerprint) return `${p.a}/${p.b}: fingerprint is not its PSK's`;
+    return `${p.a}/${p.b}: ${old.has(p.fingerprint) ? 'old' : 'new'} PSK`;
+  });
+}
+
 test('a new epoch gives every pair a new PSK', () => {
   const first = planKeySecret(base, sealer);
   const next = planKeySecret({ ...base, epoch: 2, existing: first.payload }, sealer);
   expect(next.changed).toBe(true);
-  expect(next.payload.pairs.map((p) => p.fingerprint)).not.toEqual(
-    first.payload.pairs.map((p) => p.fingerprint),
-  );
+  expect(newPsksPerPair(first.payload.pairs, next.payload.pairs)).toEqual(['a/c: new PSK', 'b/c: new PSK']);
   expect(next.payload.pairs.every((p) => p.epoch === 2)).toBe(true);
 });
 
@@ -96,9 +107,7 @@ describe('rotation (one Secret per epoch)', () => {
     const current = planKeySecret(base, sealer).payload;
     const staged = planKeySecret({ ...base, epoch: 2 }, sealer);
     expect(staged.payload.pairs.map((p) => `${p.a}/${p.b}@${p.epoch}`)).toEqual(['a/c@2', 'b/c@2']);
-    expect(staged.payload.pairs.map((p) => p.fingerprint)).not.toEqual(
-      current.pairs.map((p) => p.fingerprint),
-    );
+    expect(newPsksPerPair(current.pairs, staged.payload.pairs)).toEqual(['a/c: new PSK', 'b/c: new PSK']);
     // After completion the same epoch is planned without the rotation: nothing to write.
     const done = planKeySecret({ ...base, epoch: 2, existing: staged.payload }, sealer);
     expect(done.changed).toBe(false);

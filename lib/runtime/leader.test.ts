@@ -76,15 +76,21 @@ describe('LeaderElector', () => {
     await flushMicrotasks();
     b.start();
     await clock.advance(2_000);
+    const lastRenewal = client.state!.record.renewTime!;
     await a.stop({ release: false }); // crashed: no release
-    const stoppedAt = clock.now();
-    await clock.advance(2_500);
-    expect(b.isLeader()).toBe(false);
     const leading = b.waitForLeadership();
-    await clock.advance(2_000);
+    // the first instant b leads, to 100 ms
+    let tookOverAt: number | undefined;
+    for (let step = 0; step < 100 && tookOverAt === undefined; step++) {
+      await clock.advance(100);
+      if (b.isLeader()) tookOverAt = clock.now();
+    }
     await expect(leading).resolves.toBe(true);
-    // b judges expiry from when it last saw the record change, so it needs at least the lease duration.
-    expect(clock.now() - stoppedAt).toBeGreaterThanOrEqual(3_000);
+    // b judges expiry from when it saw a's last renewal (at its next attempt, at most one retry period late),
+    // so it takes over no sooner than the lease duration after that renewal, and at its first attempt after
+    // the expiry: within [3 s, 3 s + 2 retry periods] of the last renewal.
+    expect(tookOverAt! - lastRenewal).toBeGreaterThanOrEqual(3_000);
+    expect(tookOverAt! - lastRenewal).toBeLessThanOrEqual(3_000 + 2 * 1_000);
     expect(client.state?.record).toMatchObject({ holderIdentity: 'b', leaseTransitions: 1 });
     await b.stop();
   });
@@ -144,7 +150,10 @@ describe('LeaderElector', () => {
     expect(a.isLeader()).toBe(true);
     await clock.advance(1);
     expect(a.isLeader()).toBe(false);
-    expect(clock.now() - acquiredAt).toBeLessThan(3_000); // stopped before anyone else could take over
+    // stopped before anyone else could take over: before the Lease it last renewed expires for the others
+    const rec = client.state!.record;
+    expect(rec.holderIdentity).toBe('a');
+    expect(clock.now()).toBeLessThan((rec.renewTime ?? acquiredAt) + rec.leaseDurationSeconds * 1000);
     expect(events).toEqual(['a started', 'a stopped: renew deadline exceeded']);
     client.hang = false;
     await a.stop();

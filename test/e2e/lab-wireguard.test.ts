@@ -219,12 +219,18 @@ test(
   async () => {
     const l = lab!;
     const before = (await dev1.read())!.peers[0]!;
+    expect(before.latestHandshake).toBeDefined();
+    // the kernel's index of the interface: a device deleted and made again gets a new one
+    const ifindex = async () => (await l.exec(n1.name, ['cat', '/sys/class/net/wg0/ifindex'])).stdout.trim();
+    const indexBefore = await ifindex();
+    expect(indexBefore).toMatch(/^\d+$/);
     await dev1.ensureInterface({
       addresses: ['10.100.0.1/24'],
       listenPort: PORT,
       privateKey: key1.privateKey,
     });
-    // the private key was not rewritten, so the session (and its handshake time) survived
+    // the same device, and its private key was not rewritten, so the session (and its handshake time) survived
+    expect(await ifindex()).toBe(indexBefore);
     expect((await dev1.read())!.peers[0]!.latestHandshake).toEqual(before.latestHandshake);
 
     // PSK rotation on one side: the current session keeps working until the next handshake

@@ -7,53 +7,27 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import {
-  API_VERSION,
   GROUP,
   NODE_LABEL,
-  NODE_TUNNEL_KIND,
   NODE_TUNNEL_PLURAL,
   OVERLAY_LABEL,
-  OVERLAY_NETWORK_KIND,
   OVERLAY_NETWORK_PLURAL,
   VERSION,
   nodeTunnelName,
 } from '../../api/v1alpha1/groupversion.js';
-import type { NodeTunnelStatus } from '../../api/v1alpha1/nodetunnel.types.js';
 import { Agent } from '../../agent/agent.js';
 import { FakeWireGuardDevice } from '../../agent/device/fake.js';
 import { KubeAgentApi } from '../../agent/kube.js';
 import { agentLeaseName } from '../../agent/liveness.js';
 import { decodeKey, fingerprint } from '../../lib/keys.js';
-import {
-  KEY_SECRET_TYPE,
-  encodeKeySecretData,
-  keySecretName,
-  pairKey,
-  keySecretNameAt,
-} from '../../lib/keysecret.js';
+import { KEY_SECRET_TYPE, encodeKeySecretData, pairKey, keySecretNameAt } from '../../lib/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
-import { kubeConfig, uniqueName } from '../support/cluster.js';
+import { uniqueName } from '../support/cluster.js';
+import { core, custom, handMadeOverlay, kc, leases, tunnelStatus } from '../support/env.js';
 import { installCRDs } from '../support/crds.js';
 import { until } from '../support/wait.js';
-
-const kc = kubeConfig();
-const core = kc.makeApiClient(CoreV1Api);
-const custom = kc.makeApiClient(CustomObjectsApi);
-const leases = kc.makeApiClient(CoordinationV1Api);
-
-async function tunnelStatus(name: string): Promise<NodeTunnelStatus> {
-  const obj = (await custom.getClusterCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: NODE_TUNNEL_PLURAL,
-    name,
-  })) as { status?: NodeTunnelStatus };
-  return obj.status ?? {};
-}
 
 const namespace = uniqueName('agent-it');
 const overlay = uniqueName('ovl');
@@ -66,52 +40,19 @@ let stateRoot = '';
 
 beforeAll(async () => {
   await installCRDs(kc);
-  await core.createNamespace({ body: { metadata: { name: namespace } } });
-  await core.createNamespacedConfigMap({
-    namespace,
-    body: {
-      metadata: { name: IDENTITY_NAME },
-      data: { [IDENTITY_PUBLIC_KEY]: Buffer.from(operator.publicKey).toString('base64') },
-    },
-  });
   // paused: an operator running against the shared control plane must leave these hand-made tunnels alone
-  await custom.createClusterCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: OVERLAY_NETWORK_PLURAL,
-    body: {
-      apiVersion: API_VERSION,
-      kind: OVERLAY_NETWORK_KIND,
-      metadata: { name: overlay },
-      spec: { addressPool: '10.98.0.0/24', paused: true },
-    },
+  await handMadeOverlay({
+    namespace,
+    overlay,
+    operatorPublicKey: operator.publicKey,
+    addressPool: '10.98.0.0/24',
+    tunnels: nodes.map((node, i) => ({
+      node,
+      address: `10.98.0.${i + 1}/24`,
+      endpoint: `198.18.0.${i + 2}:51820`,
+      allowedIPs: [`10.98.0.${i + 1}/32`],
+    })),
   });
-  for (const [i, node] of nodes.entries()) {
-    await custom.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: NODE_TUNNEL_PLURAL,
-      body: {
-        apiVersion: API_VERSION,
-        kind: NODE_TUNNEL_KIND,
-        metadata: {
-          name: nodeTunnelName(overlay, node),
-          labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: node },
-        },
-        spec: {
-          overlay,
-          nodeName: node,
-          address: `10.98.0.${i + 1}/24`,
-          endpoint: `198.18.0.${i + 2}:51820`,
-          allowedIPs: [`10.98.0.${i + 1}/32`],
-          listenPort: 51820,
-          persistentKeepalive: '25s',
-          epoch: 1,
-          secretRef: { namespace, name: keySecretName(overlay, node) },
-        },
-      },
-    });
-  }
   stateRoot = await mkdtemp(join(tmpdir(), 'sealmesh-agent-it-'));
 }, 60_000);
 
@@ -190,7 +131,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
   const published = await Promise.all(
     nodes.map((node) =>
       until(`${node} publishes its keys`, async () => {
-        const s = await tunnelStatus(nodeTunnelName(overlay, node));
+        const s = await tunnelStatus(overlay, node);
         return s.envelopePublicKey && s.publicKey ? s : undefined;
       }),
     ),
@@ -201,7 +142,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
   }
   // before a PSK exists (PerPair), neither side adds the other
   await until('AwaitingPeer before the PSK', async () => {
-    const s = await tunnelStatus(nodeTunnelName(overlay, nodes[0]));
+    const s = await tunnelStatus(overlay, nodes[0]);
     return s.peers?.[0]?.state === 'AwaitingPeer' ? true : undefined;
   });
   expect((await devices.get(nodes[0])!.read())?.peers).toEqual([]);
@@ -253,7 +194,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
   // 4. both report the pair Encrypted at epoch 1
   for (const node of nodes) {
     const s = await until(`${node} reports Encrypted`, async () => {
-      const st = await tunnelStatus(nodeTunnelName(overlay, node));
+      const st = await tunnelStatus(overlay, node);
       return st.peersSummary === '1/1' ? st : undefined;
     });
     expect(s.peers).toEqual([
@@ -282,8 +223,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
 
   // 7. the PSK appears in no status and no log line
   const everything =
-    logs.join('') +
-    JSON.stringify(await Promise.all(nodes.map((n) => tunnelStatus(nodeTunnelName(overlay, n)))));
+    logs.join('') + JSON.stringify(await Promise.all(nodes.map((n) => tunnelStatus(overlay, n))));
   expect(everything).not.toContain(Buffer.from(psk).toString('base64'));
   expect(everything).not.toContain(Buffer.from(psk).toString('hex'));
   expect(everything).toContain(fingerprint(psk));

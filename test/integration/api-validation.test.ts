@@ -411,17 +411,28 @@ const probes: {
 describe('differential: the API server and zod agree on tricky values', () => {
   test.each(probes.map((p) => [p.field, p] as const))('%s', async (_, p) => {
     const disagreements: string[] = [];
+    const verdicts = new Set<string>();
     for (const v of p.values) {
       const body = p.body(v, uniqueName('d').slice(2));
       const api = await create(p.kind, body, true);
       const z = zod(p.kind, body);
+      verdicts.add(`API ${api.ok ? 'accepts' : 'rejects'}`);
+      verdicts.add(`zod ${z.ok ? 'accepts' : 'rejects'}`);
       if (api.ok !== z.ok) {
         const why = !api.ok ? api.message : !z.ok ? z.error : '';
         disagreements.push(
           `${JSON.stringify(v)}: API ${api.ok ? 'accepts' : 'rejects'}, zod ${z.ok ? 'accepts' : 'rejects'} (${why})`,
         );
       }
+      // a rejection must be about the probed value, not some other part of the body
+      if (!api.ok && !api.message.includes(p.field))
+        disagreements.push(`${JSON.stringify(v)}: API rejects without naming ${p.field}: ${api.message}`);
+      if (!z.ok && !z.error.includes(p.field))
+        disagreements.push(`${JSON.stringify(v)}: zod rejects without naming ${p.field}: ${z.error}`);
     }
     expect(disagreements).toEqual([]);
+    // positive and negative controls: each side both accepted and rejected some value, so the body is valid
+    // around the probed field and agreement is not two sides failing alike
+    expect([...verdicts].sort()).toEqual(['API accepts', 'API rejects', 'zod accepts', 'zod rejects']);
   });
 });

@@ -60,6 +60,39 @@ class Counter {
 }
 
 const operators: Operator[] = [];
+/**
+ * Reconcile passes per overlay, per operator, by the order they started in (1, 2, ...), recorded when each
+ * finished: the evidence that a pass ran after a change.
+ */
+const passLog = new WeakMap<Operator, Map<string, { started: number; finished: number[] }>>();
+function countPasses(op: Operator): void {
+  const log = new Map<string, { started: number; finished: number[] }>();
+  passLog.set(op, log);
+  const reconcile = op.controller.reconcile.bind(op.controller);
+  op.controller.reconcile = async (key) => {
+    const entry = log.get(key) ?? { started: 0, finished: [] };
+    log.set(key, entry);
+    const seq = ++entry.started;
+    try {
+      return await reconcile(key);
+    } finally {
+      entry.finished.push(seq);
+    }
+  };
+}
+/** Makes a change, then waits until a pass over `overlay` by `op` that started after it has finished. */
+async function passAfter(op: Operator, overlay: string, change: () => Promise<void>): Promise<void> {
+  const startedBefore = passLog.get(op)?.get(overlay)?.started ?? 0;
+  await change();
+  await until(`a pass over ${overlay} after the change`, () =>
+    Promise.resolve(
+      passLog
+        .get(op)
+        ?.get(overlay)
+        ?.finished.some((seq) => seq > startedBefore) || undefined,
+    ),
+  );
+}
 async function startOperator(counter = new Counter(), identity = uniqueName('replica')): Promise<Operator> {
   const op = await createOperator({
     kc,
@@ -71,6 +104,7 @@ async function startOperator(counter = new Counter(), identity = uniqueName('rep
     writeCounter: counter,
     resyncPeriodMs: 0,
   });
+  countPasses(op);
   await op.start();
   operators.push(op);
   return op;
@@ -250,14 +284,20 @@ test('pair status: all 3 pairs encrypted makes the overlay Ready', async () => {
 });
 
 test('an unchanged world causes no writes', async () => {
-  await new Promise((r) => setTimeout(r, 1500));
+  await settled(leaderCounter);
   const before = leaderCounter.total();
-  // Touch an unrelated field of a watched object to wake the controller without changing anything it owns.
-  await core.patchNode(
-    { name: nodeName(9), body: { metadata: { annotations: { poke: uniqueName('p') } } } },
-    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  // Touch an unrelated field of a watched object to wake the controller without changing anything it owns,
+  // and wait for the pass it causes.
+  await passAfter(leader, OVL, () =>
+    core
+      .patchNode(
+        { name: nodeName(9), body: { metadata: { annotations: { poke: uniqueName('p') } } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      )
+      .then(() => undefined),
   );
-  await new Promise((r) => setTimeout(r, 3000));
+  // a count-only status write may follow its pass by up to 2 s
+  await settled(leaderCounter, 2500);
   expect(leaderCounter.total()).toBe(before);
 });
 
@@ -272,11 +312,12 @@ test('a node joining costs one tunnel, one Secret and status writes; its pairs l
     (await tunnelsOf(OVL)).some((t) => t.spec.nodeName === nodeName(4)),
   );
   // A new agent reports its peers before it has any key Secret: that is not a lost Secret, no new epoch.
-  await standIn(OVL, 4).report(
-    [1, 2, 3].map((j) => ({ node: nodeName(j), state: 'AwaitingPeer', epoch: 1 })),
-    1,
+  await passAfter(leader, OVL, () =>
+    standIn(OVL, 4).report(
+      [1, 2, 3].map((j) => ({ node: nodeName(j), state: 'AwaitingPeer', epoch: 1 })),
+      1,
+    ),
   );
-  await new Promise((r) => setTimeout(r, 1000));
   expect((await getOverlay(OVL)).status?.epoch).toBe(1);
   await standIn(OVL, 4).publishKeys();
   const secret = await until('node 4 Secret with 3 pairs', async () => {
@@ -326,8 +367,9 @@ test('a label change moves a node out of the overlay and back in', async () => {
   const back = await until('node 2 back', async () =>
     (await tunnelsOf(OVL)).find((t) => t.spec.nodeName === nodeName(2)),
   );
-  expect(typeof back.spec.address).toBe('string');
-  expect(addressBefore).toBeDefined();
+  // the lowest free address is the one it left: it gets it back, and no other node holds it
+  expect(back.spec.address).toBe(addressBefore);
+  expect((await tunnelsOf(OVL)).filter((t) => t.spec.address === addressBefore)).toHaveLength(1);
   await until('NodeLeft and NodeJoined events', async () => {
     const reasons = (await events(OVL)).map((e) => e.reason);
     return reasons.includes('NodeLeft') && reasons.includes('NodeJoined');
@@ -451,7 +493,12 @@ test('an operator restart keeps every address and key and writes nothing', async
   const counter = new Counter();
   leader = await startOperator(counter);
   await until('new leader active', () => Promise.resolve(leader.manager.isActive()));
-  await new Promise((r) => setTimeout(r, 3000));
+  // the new leader reconciles everything it owns once at start: wait for that pass over the overlay
+  await until('a pass over the overlay by the new leader', () =>
+    Promise.resolve((passLog.get(leader)?.get(OVL)?.finished.length ?? 0) > 0 || undefined),
+  );
+  // a count-only status write may follow its pass by up to 2 s
+  await settled(counter, 2500);
   const after = await tunnelsOf(OVL);
   expect(
     Object.fromEntries(after.map((t) => [t.metadata.name, [t.spec.address, t.metadata.resourceVersion]])),
@@ -496,6 +543,42 @@ test('with two replicas only the leader writes; the standby takes over when the 
   leaderCounter = standbyCounter;
 });
 
+test('no object, Event or log line of the run contains a PSK or private key', async () => {
+  const secrets = new Set<string>();
+  for (const s of standIns.values()) for (const k of s.seenKeys) secrets.add(k);
+  expect(secrets.size).toBeGreaterThan(10);
+  const haystack = [
+    JSON.stringify(await core.listNamespacedEvent({ namespace: 'default' })),
+    JSON.stringify(await core.listNamespacedConfigMap({ namespace })),
+    // Secret data decoded: sealed values only, never a plaintext key
+    JSON.stringify(
+      (await core.listNamespacedSecret({ namespace })).items.map((s) => ({
+        ...s,
+        data: Object.values(s.data ?? {}).map((v) => Buffer.from(v, 'base64').toString('utf8')),
+      })),
+    ),
+    JSON.stringify(
+      await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_TUNNEL_PLURAL }),
+    ),
+    JSON.stringify(
+      await custom.listClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+      }),
+    ),
+    logLines.join('\n'),
+  ].join('\n');
+  expect(logLines.length).toBeGreaterThan(5);
+  // run before the overlay is deleted: its NodeTunnels and Secrets are still there to be searched
+  expect(haystack).toContain(keySecretNameAt(OVL, nodeName(1), 2));
+  expect(haystack).toContain(`"nodeName":"${nodeName(1)}"`);
+  for (const k of secrets) {
+    expect(haystack.includes(k)).toBe(false);
+    expect(haystack.includes(Buffer.from(k, 'base64').toString('hex'))).toBe(false);
+  }
+});
+
 test('deleting the overlay removes every NodeTunnel and Secret, then the overlay', async () => {
   await custom.deleteClusterCustomObject({
     group: GROUP,
@@ -511,33 +594,4 @@ test('deleting the overlay removes every NodeTunnel and Secret, then the overlay
       return (await tunnelsOf(OVL)).length === 0 && (await secretsOf(OVL)).length === 0;
     }
   });
-});
-
-test('no object, Event or log line of the run contains a PSK or private key', async () => {
-  const secrets = new Set<string>();
-  for (const s of standIns.values()) for (const k of s.seenKeys) secrets.add(k);
-  expect(secrets.size).toBeGreaterThan(10);
-  const haystack = [
-    JSON.stringify(await core.listNamespacedEvent({ namespace: 'default' })),
-    JSON.stringify(await core.listNamespacedConfigMap({ namespace })),
-    JSON.stringify(
-      (await core.listNamespacedSecret({ namespace })).items.map((s) => ({ ...s, data: undefined })),
-    ),
-    JSON.stringify(
-      await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_TUNNEL_PLURAL }),
-    ),
-    JSON.stringify(
-      await custom.listClusterCustomObject({
-        group: GROUP,
-        version: VERSION,
-        plural: OVERLAY_NETWORK_PLURAL,
-      }),
-    ),
-    logLines.join('\n'),
-  ].join('\n');
-  expect(logLines.length).toBeGreaterThan(5);
-  for (const k of secrets) {
-    expect(haystack.includes(k)).toBe(false);
-    expect(haystack.includes(Buffer.from(k, 'base64').toString('hex'))).toBe(false);
-  }
 });

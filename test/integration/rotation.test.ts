@@ -77,7 +77,15 @@ async function startOperator(): Promise<Operator> {
 
 type Status = {
   epoch?: number;
-  rotation?: { phase: string; scope: string; targetEpoch: number; cutoverTime?: string; reason?: string };
+  rotation?: {
+    phase: string;
+    scope: string;
+    targetEpoch: number;
+    cutoverTime?: string;
+    reason?: string;
+    startTime?: string;
+    attempt?: number;
+  };
   lastRotationTime?: string;
   lastPresharedKeyRotationTime?: string;
   lastRotateRequest?: string;
@@ -327,13 +335,44 @@ test('missing acknowledgements abort with the old epoch kept and a reason; an ex
 test('an operator restarted while staging resumes the rotation from the API', async () => {
   const { name, agents } = await overlayWithNodes('restart', 2);
   await annotate(name, 'r1');
-  await until('Staging', async () => (await status(name)).rotation?.phase === 'Staging');
+  const staging = await until('Staging', async () => {
+    const r = (await status(name)).rotation;
+    return r?.phase === 'Staging' ? r : undefined;
+  });
+  expect(staging).toMatchObject({ targetEpoch: 2, attempt: 1 });
+  expect(staging.startTime).toBeDefined();
   for (const op of operators.splice(0)) await op.stop();
   for (const a of agents) await a.stage(2, generateKeyPair().publicKey);
   await startOperator();
-  await until('Verifying after restart', async () => (await status(name)).rotation?.phase === 'Verifying');
+  // Resumed: the same rotation (start time, attempt, target) goes on from Staging; an abort and retry
+  // (attempt 2, Backoff) or a new rotation (another start time) is not a resume.
+  const seen: string[] = [];
+  await until(
+    'Verifying after restart',
+    async () => {
+      const r = (await status(name)).rotation;
+      const entry = `${r?.phase} attempt ${r?.attempt} target ${r?.targetEpoch} started ${r?.startTime}`;
+      if (seen[seen.length - 1] !== entry) seen.push(entry);
+      return r?.phase === 'Verifying';
+    },
+    30_000,
+  );
+  expect(new Set(seen)).toEqual(
+    new Set(
+      seen.filter(
+        (e) =>
+          /^(Staging|CuttingOver|Verifying) /.test(e) &&
+          e.endsWith(`attempt 1 target 2 started ${staging.startTime}`),
+      ),
+    ),
+  );
   await reportAll(agents, 2);
-  await until('completed', async () => (await status(name)).epoch === 2);
+  const done = await until('completed', async () => {
+    const s = await status(name);
+    return s.epoch === 2 && !s.rotation ? s : undefined;
+  });
+  expect(done.epoch).toBe(2);
+  expect((await events(name)).map((e) => e.reason)).not.toContain('RotationAborted');
 });
 
 test('kubectl sealmesh rotate --wait starts a rotation and follows it to the end; status prints the matrix', async () => {
@@ -441,7 +480,7 @@ test('Operator custody: a PSK-only rotation carries every private key into the n
 });
 
 test('a PSK cadence puts its next rotation time in status and does not rotate before it', async () => {
-  const { name, agents } = await overlayWithNodes('psk', 2);
+  const { name } = await overlayWithNodes('psk', 2);
   // A PSK cadence of 10 minutes counted from creation is not due yet: status shows when it will be.
   await custom.patchClusterCustomObject(
     {
@@ -453,14 +492,58 @@ test('a PSK cadence puts its next rotation time in status and does not rotate be
     },
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );
-  const s = await until('next PSK rotation time', async () => {
-    const st = await status(name);
-    return st.conditions && (st as { nextPresharedKeyRotationTime?: string }).nextPresharedKeyRotationTime
-      ? st
-      : undefined;
+  const created = Date.parse(
+    (
+      (await custom.getClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+        name,
+      })) as {
+        metadata: { creationTimestamp: string };
+      }
+    ).metadata.creationTimestamp,
+  );
+  const next = async (interval: string) => {
+    const st = await until(`next PSK rotation time for ${interval}`, async () => {
+      const o = (await custom.getClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: OVERLAY_NETWORK_PLURAL,
+        name,
+      })) as {
+        metadata: { generation: number };
+        status?: Status & { nextPresharedKeyRotationTime?: string; observedGeneration?: number };
+      };
+      // a pass over this generation has run and written its result
+      return o.status?.observedGeneration === o.metadata.generation && o.status.nextPresharedKeyRotationTime
+        ? o.status
+        : undefined;
+    });
+    return { status: st, at: Date.parse(st.nextPresharedKeyRotationTime!) };
+  };
+  const first = await next('10m');
+  // counted from the overlay's creation (whole seconds in metadata)
+  expect(Math.abs(first.at - (created + 10 * 60_000))).toBeLessThan(2000);
+  expect(first.status.rotation).toBeUndefined();
+  // another pass, over a new generation: still not due, still no rotation, the next time moved with the cadence
+  await custom.patchClusterCustomObject(
+    {
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      name,
+      body: { spec: { keys: { rotation: { presharedKeys: { interval: '11m' } } } } },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  const second = await until('the 11m cadence in status', async () => {
+    const n = await next('11m');
+    return n.at !== first.at ? n : undefined;
   });
-  expect(s.rotation).toBeUndefined();
-  expect(agents).toHaveLength(2);
+  expect(Math.abs(second.at - (created + 11 * 60_000))).toBeLessThan(2000);
+  expect(second.status.rotation).toBeUndefined();
+  expect(second.status.epoch).toBe(1);
 });
 
 test('no object, Event or log line contains key material', async () => {

@@ -68,3 +68,81 @@ export async function startCapture(lab: Lab, maxSeconds = 60): Promise<{ stop: (
     },
   };
 }
+
+/** What crossed the underlay while a body ran: WireGuard datagrams between the nodes, and everything else. */
+export interface UnderlayVerdict {
+  wireguard: number;
+  /** lines that are neither ARP nor WireGuard UDP between two lab nodes on `port` */
+  other: string[];
+  icmp: number;
+  /** the marker bytes were seen in some frame */
+  marker: boolean;
+  chunks: number;
+  /** a chunk hit tcpdump's packet limit: part of the run went unseen */
+  truncated: boolean;
+}
+
+/**
+ * Captures the underlay for as long as `body` runs, rolling over to a new capture every 40 s before the
+ * packet limit (the next one starts before the last one stops, so no moment goes unseen).
+ */
+export async function watchUnderlay<T>(
+  lab: Lab,
+  options: { port: number; marker: string },
+  body: () => Promise<T>,
+): Promise<{ value: T; underlay: UnderlayVerdict }> {
+  const chunks: Captured[] = [];
+  let current = await startCapture(lab, 120);
+  let done = false;
+  const running = body().finally(() => {
+    done = true;
+  });
+  const settled = running.then(
+    () => undefined,
+    () => undefined,
+  );
+  try {
+    while (!done) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([settled, new Promise<void>((r) => (timer = setTimeout(r, 40_000)))]);
+      clearTimeout(timer);
+      if (done) break;
+      const next = await startCapture(lab, 120);
+      chunks.push(await current.stop());
+      current = next;
+    }
+  } finally {
+    chunks.push(await current.stop());
+  }
+  const value = await running;
+  const ips = lab.nodes.map((n) => n.underlayIP.replace(/\./g, '\\.')).join('|');
+  const wg = new RegExp(
+    `^\\S+ IP (${ips})\\.${options.port} > (${ips})\\.${options.port}: UDP, length \\d+$`,
+  );
+  const lines = chunks.flatMap((c) => c.lines).filter((l) => !/ ARP, /.test(l));
+  return {
+    value,
+    underlay: {
+      wireguard: lines.filter((l) => wg.test(l)).length,
+      other: lines.filter((l) => !wg.test(l)),
+      icmp: lines.filter((l) => /ICMP/i.test(l)).length,
+      marker: chunks.some((c) => c.raw.includes(Buffer.from(options.marker, 'hex'))),
+      chunks: chunks.length,
+      truncated: chunks.some((c) => c.lines.length >= 20_000),
+    },
+  };
+}
+
+/** A one-line account of a verdict, for the test's report. */
+export function describeUnderlay(u: UnderlayVerdict): string {
+  return `underlay ${u.wireguard} WireGuard datagrams (${u.chunks} capture(s)), other ${u.other.length}, ICMP ${u.icmp}, probe payload seen: ${u.marker}`;
+}
+
+/** Only WireGuard UDP crossed, some did, the payload never did, and nothing went unseen. */
+export function expectCleanUnderlay(u: UnderlayVerdict, minWireGuard = 1): void {
+  expect(u.truncated).toBe(false);
+  expect(u.other.slice(0, 20)).toEqual([]);
+  expect(u.icmp).toBe(0);
+  expect(u.marker).toBe(false);
+  expect(u.wireguard).toBeGreaterThanOrEqual(minWireGuard);
+}

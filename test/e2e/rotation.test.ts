@@ -305,7 +305,7 @@ async function followRotation(
 
 /** The cutover instant a followed rotation recorded; an error if none was seen. */
 function cutoverOf(followed: { cutoverTime?: string; phases: string[] }): number {
-  const t = cutoverOf(followed);
+  const t = followed.cutoverTime === undefined ? NaN : Date.parse(followed.cutoverTime);
   if (Number.isNaN(t)) throw new Error(`no cutover time seen (phases ${followed.phases.join(' > ')})`);
   return t;
 }

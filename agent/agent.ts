@@ -34,7 +34,7 @@ import {
   type PeerStatus,
 } from '../api/v1alpha1/nodetunnel.types.js';
 import { parseOverlayNetwork } from '../api/v1alpha1/overlaynetwork.types.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../operator/identity.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../lib/contract/identity.js';
 import {
   decodeKey,
   encodeKey,
@@ -50,7 +50,7 @@ import {
   keySecretName,
   pairKey,
   type KeySecretPayload,
-} from '../lib/keysecret.js';
+} from '../lib/contract/keysecret.js';
 import { coreResources, customResource, describeError, objectKey, type ResourceRef } from '../lib/kube.js';
 import { newLogger, type Logger } from '../lib/log.js';
 import {
@@ -59,12 +59,12 @@ import {
   type Custody,
   type DesiredDevice,
   type DesiredPeer,
-} from '../lib/peers.js';
+} from '../lib/contract/device.js';
 import { realClock, type Clock } from '../lib/runtime/clock.js';
 import { Informer } from '../lib/runtime/informer.js';
 import { WorkQueue, type HandlerResult } from '../lib/runtime/queue.js';
 import type { RawObject } from '../lib/runtime/rest.js';
-import { deepEqual, formatTime, setCondition, type ConditionInput } from '../lib/runtime/status.js';
+import { deepEqual, formatTime, setCondition, type ConditionInput } from '../lib/runtime/conditions.js';
 import { unseal, type BoxKeyPair } from '../lib/seal.js';
 import {
   validateInterfaceName,
@@ -76,13 +76,7 @@ import { normalizePrefix } from './device/wgcli.js';
 import type { AgentApi } from './kube.js';
 import { KeyStore } from './keystore.js';
 import { LivenessLease } from './liveness.js';
-import {
-  AgentOverlayStatusSchema,
-  epochView,
-  keyAt,
-  type EpochView,
-  type RotationScope,
-} from './rotation.js';
+import { AgentOverlayStatusSchema, epochView, keyAt, type EpochView, type RotationScope } from './epoch.js';
 import { assessHandshake, needsProbe } from './peerstate.js';
 import {
   DEFAULT_UNDERLAY_MTU,

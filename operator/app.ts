@@ -14,15 +14,15 @@ import { Manager } from '../lib/runtime/manager.js';
 import { RuntimeMetrics } from '../lib/runtime/metrics.js';
 import { KubeRest } from '../lib/runtime/rest.js';
 import { Sealer } from '../lib/seal.js';
-import { agentLeaseName } from '../agent/liveness.js';
+import { agentLeaseName } from '../lib/contract/liveness.js';
 import {
   MANAGED_BY,
   OverlayNetworkController,
   type KeySecretReader,
   type RotationMetrics,
 } from './controllers/overlaynetwork.controller.js';
-import { TunnelPeerRows } from './pairs.js';
-import type { RotationTimings } from './rotation.js';
+import { TunnelPeerRows } from '../lib/contract/pairs.js';
+import type { RotationTimings } from './plan/rotation.js';
 import { loadOrCreateIdentity } from './identity.js';
 import { KubeOperatorWriter, type WriteCounter } from './writer.js';
 

@@ -2,7 +2,7 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import type { OverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
 import { coreResources, customResource, KubeApiError, type ResourceRef } from '../../lib/kube.js';
-import { FakeListWatchClient } from '../../lib/runtime/fakes.js';
+import { FakeListWatchClient } from '../../lib/runtime/testing/fakes.js';
 import { Informer } from '../../lib/runtime/informer.js';
 import { RequestTimeoutError, type RawList } from '../../lib/runtime/rest.js';
 import { newBoxKeyPair, Sealer } from '../../lib/seal.js';

@@ -33,16 +33,22 @@ import {
   type KeySecretPayload,
   type SealedPrivateKey,
   keySecretNameAt,
-} from '../../lib/keysecret.js';
+} from '../../lib/contract/keysecret.js';
 import type { Logger } from '../../lib/log.js';
 import type { Informer } from '../../lib/runtime/informer.js';
-import { forEachLimit, Turns } from '../../lib/runtime/limit.js';
+import { forEachLimit, Turns } from '../../lib/runtime/cooperative.js';
 import type { HandlerResult } from '../../lib/runtime/queue.js';
-import { formatTime, setCondition, type Condition } from '../../lib/runtime/status.js';
+import { formatTime, setCondition, type Condition } from '../../lib/runtime/conditions.js';
 import type { Sealer } from '../../lib/seal.js';
-import { desiredTunnels, type NodeView, type TunnelSpec } from '../desired.js';
-import { planDigests, planKeySecretSteps, servingPrivateKey, type Member } from '../keyplan.js';
-import { NodeIds, rowHasEncryptedAt, TunnelPeerRows, visitPairRows, type PeerRow } from '../pairs.js';
+import { desiredTunnels, type NodeView, type TunnelSpec } from '../plan/tunnels.js';
+import { planDigests, planKeySecretSteps, servingPrivateKey, type Member } from '../plan/keysecret.js';
+import {
+  NodeIds,
+  rowHasEncryptedAt,
+  TunnelPeerRows,
+  visitPairRows,
+  type PeerRow,
+} from '../../lib/contract/pairs.js';
 import {
   DEFAULT_TIMINGS,
   nextRotationStep,
@@ -50,8 +56,8 @@ import {
   type RotationStatus,
   type RotationStep,
   type RotationTimings,
-} from '../rotation.js';
-import { evaluateSchedule } from '../schedule.js';
+} from '../plan/rotation.js';
+import { evaluateSchedule } from '../plan/schedule.js';
 import { NotLeaderError, type OperatorWriter } from '../writer.js';
 
 export const FINALIZER = 'sealmesh.io/cleanup';

@@ -32,9 +32,9 @@ import {
   pairKey,
   type SealedPair,
   keySecretNameAt,
-} from '../../lib/keysecret.js';
+} from '../../lib/contract/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
 import { Lab, type LabNode } from '../support/lab.js';

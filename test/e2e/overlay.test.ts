@@ -10,7 +10,7 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import {
   API_VERSION,
   GROUP,

@@ -30,7 +30,7 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import {
   API_VERSION,
   GROUP,
@@ -51,10 +51,10 @@ import {
   WaitError,
 } from '../../hack/deploy/deploy.js';
 import { fingerprint } from '../../lib/keys.js';
-import { decodeKeySecretData } from '../../lib/keysecret.js';
+import { decodeKeySecretData } from '../../lib/contract/keysecret.js';
 import { isNotFound } from '../../lib/kube.js';
 import { boxKeyPairFromSecret, unseal } from '../../lib/seal.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import { startCapture, type Captured } from '../support/capture.js';
 import { kubeConfig, kubeconfigPath, repoRoot, uniqueName } from '../support/cluster.js';
 import { Deployment } from '../support/deploy.js';

@@ -23,9 +23,9 @@ import {
 } from '../../api/v1alpha1/groupversion.js';
 import type { NodeTunnelStatus } from '../../api/v1alpha1/nodetunnel.types.js';
 import { Agent } from '../../agent/agent.js';
-import { FakeWireGuardDevice } from '../../agent/device/fake.js';
+import { FakeWireGuardDevice } from '../../agent/testing/device.js';
 import { KubeAgentApi } from '../../agent/kube.js';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { decodeKey, fingerprint } from '../../lib/keys.js';
 import {
   KEY_SECRET_TYPE,
@@ -33,9 +33,9 @@ import {
   keySecretName,
   pairKey,
   keySecretNameAt,
-} from '../../lib/keysecret.js';
+} from '../../lib/contract/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
 import { until } from '../support/wait.js';

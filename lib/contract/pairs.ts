@@ -1,8 +1,8 @@
 // Per-pair encryption status. Each agent reports only what it sees from its own side; a pair counts as
 // encrypted only when both ends report Encrypted at the same epoch, because one side's fresh handshake can
 // hide a peer that still uses the other key (the handshake it saw may be from before the peer rotated).
-
-export type PeerState = 'Encrypted' | 'Handshaking' | 'Stale' | 'KeyMismatch' | 'AwaitingPeer';
+import type { PeerState } from '../../api/v1alpha1/nodetunnel.types.js';
+import { yieldToEventLoop } from '../runtime/cooperative.js';
 
 export interface SideReport {
   node: string;
@@ -46,9 +46,8 @@ export function computePairs(
   return { ...step.value, pairs };
 }
 
-/** Called once per pair, a < b, in order; `reason` builds the short reason only when asked. */
 /**
- * Called once per pair. `reason` builds the explanation of the state; it is only valid during the call (one
+ * Called once per pair, a < b, in order. `reason` builds the explanation of the state; it is only valid during the call (one
  * function serves the whole walk, so that 500k pairs allocate no closure each).
  */
 export type PairVisitor = (a: string, b: string, state: PairState, reason: () => string) => void;
@@ -151,7 +150,7 @@ export async function visitPairRows(
   for (;;) {
     const step = walk.next();
     if (step.done) return step.value;
-    await new Promise((resolve) => setImmediate(resolve));
+    await yieldToEventLoop();
   }
 }
 

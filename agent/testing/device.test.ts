@@ -1,5 +1,5 @@
 import { fingerprint, generateKeyPair, generatePresharedKey } from '../../lib/keys.js';
-import { FakeWireGuardDevice } from './fake.js';
+import { FakeWireGuardDevice } from './device.js';
 
 const self = generateKeyPair();
 const a = generateKeyPair();

@@ -2,8 +2,8 @@
 // resumes from a resourceVersion by replaying what it missed), merge patches of NodeTunnel status, and a
 // Lease. Integration tests use the real API server instead.
 import { randomUUID } from 'node:crypto';
-import { NODE_TUNNEL_PLURAL } from '../api/v1alpha1/groupversion.js';
-import { FakeLeaseClient } from '../lib/runtime/fakes.js';
+import { NODE_TUNNEL_PLURAL } from '../../api/v1alpha1/groupversion.js';
+import { FakeLeaseClient } from '../../lib/runtime/testing/fakes.js';
 import type {
   ListWatchClient,
   Query,
@@ -12,8 +12,8 @@ import type {
   WatchCallbacks,
   WatchEvent,
   WatchHandle,
-} from '../lib/runtime/rest.js';
-import type { AgentApi } from './kube.js';
+} from '../../lib/runtime/rest.js';
+import type { AgentApi } from '../kube.js';
 
 interface Watcher {
   path: string;

@@ -1,6 +1,6 @@
-import { decodeKey, encodeKey } from '../lib/keys.js';
-import { newBoxKeyPair, Sealer, unseal, type BoxKeyPair } from '../lib/seal.js';
-import { pairOwner } from '../lib/keysecret.js';
+import { decodeKey, encodeKey } from '../../lib/keys.js';
+import { newBoxKeyPair, Sealer, unseal, type BoxKeyPair } from '../../lib/seal.js';
+import { pairOwner } from '../../lib/contract/keysecret.js';
 import {
   PLAN_DERIVE_WORK,
   PLAN_STEP_WORK,
@@ -10,7 +10,7 @@ import {
   servingPrivateKey,
   type KeyPlanInput,
   type Member,
-} from './keyplan.js';
+} from './keysecret.js';
 
 const operator = newBoxKeyPair();
 const sealer = new Sealer(operator);

@@ -6,9 +6,9 @@ import {
   TunnelPeerRows,
   visitPairRows,
   visitPairs,
-  type PeerState,
   type SideReport,
 } from './pairs.js';
+import type { PeerState } from '../../api/v1alpha1/nodetunnel.types.js';
 
 const enc = (node: string, epoch = 1) => ({ node, state: 'Encrypted' as const, epoch });
 

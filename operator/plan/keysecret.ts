@@ -4,15 +4,15 @@
 // ends publish now, so an unchanged world plans an unchanged Secret and causes no write.
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { decodeKey, fingerprint, generateKeyPair } from '../lib/keys.js';
+import { decodeKey, fingerprint, generateKeyPair } from '../../lib/keys.js';
 import {
   pairKey,
   pairOwner,
   type KeySecretPayload,
   type SealedPair,
   type SealedPrivateKey,
-} from '../lib/keysecret.js';
-import { newPresharedKey, type RandomBytes, type Sealer } from '../lib/seal.js';
+} from '../../lib/contract/keysecret.js';
+import { newPresharedKey, type RandomBytes, type Sealer } from '../../lib/seal.js';
 
 export interface Member {
   name: string;

@@ -1,7 +1,7 @@
 // Small fakes of the runtime's narrow I/O interfaces, for unit tests (STYLE rule 9). Integration tests use
 // the real API server instead.
-import { KubeApiError } from '../kube.js';
-import type { LeaseClient, LeaseRecord, LeaseState } from './leader.js';
+import { KubeApiError } from '../../kube.js';
+import type { LeaseClient, LeaseRecord, LeaseState } from '../leader.js';
 import type {
   ListWatchClient,
   Query,
@@ -10,7 +10,7 @@ import type {
   WatchCallbacks,
   WatchEvent,
   WatchHandle,
-} from './rest.js';
+} from '../rest.js';
 
 export interface FakeWatch {
   query: Query;

@@ -1,4 +1,4 @@
-import { desiredDevice, durationSeconds, type TunnelView } from './peers.js';
+import { desiredDevice, durationSeconds, type TunnelView } from './device.js';
 
 const key = (c: string) => `${c.repeat(42)}A=`;
 const tunnel = (

@@ -1,4 +1,4 @@
-import { epochView, keyAt, type AgentOverlayStatus } from './rotation.js';
+import { epochView, keyAt, type AgentOverlayStatus } from './epoch.js';
 
 const NOW = Date.UTC(2026, 10, 21, 6, 0, 0);
 const iso = (offsetMs: number): string => new Date(NOW + offsetMs).toISOString();

@@ -1,4 +1,4 @@
-import { desiredTunnels, type NodeView, type OverlayView } from './desired.js';
+import { desiredTunnels, type NodeView, type OverlayView } from './tunnels.js';
 
 const overlay: OverlayView = {
   name: 'mesh',

@@ -1,7 +1,7 @@
 // (overlay, nodes, tunnels) → desired NodeTunnel specs. Pure: the controller around it compares the result
 // with the cache and writes only the difference.
 import { allocate, parsePool } from './ipam.js';
-import { matchesSelector, type LabelSelector } from '../lib/selector.js';
+import { matchesSelector, type LabelSelector } from '../../lib/selector.js';
 
 /** The parts of a Node this function reads. */
 export interface NodeView {

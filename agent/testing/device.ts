@@ -9,8 +9,8 @@ import {
   type PeerConfig,
   type PeerState,
   type WireGuardDevice,
-} from './device.js';
-import { normalizeInterfaceAddress, normalizePrefix } from './wgcli.js';
+} from '../device/device.js';
+import { normalizeInterfaceAddress, normalizePrefix } from '../device/wgcli.js';
 
 type Method =
   'ensureInterface' | 'setPrivateKey' | 'upsertPeer' | 'removePeer' | 'read' | 'syncRoutes' | 'delete';

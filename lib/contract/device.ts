@@ -1,7 +1,7 @@
 // The one pure function both sides use to turn an overlay's NodeTunnels into one node's WireGuard
 // configuration. The operator never sends a node its peer list: each agent derives it from the NodeTunnels
 // it watches, so a join is one object write instead of N, and the operator and agents cannot disagree.
-import { parseDuration } from '../api/v1alpha1/validation.js';
+import { parseDuration } from '../../api/v1alpha1/validation.js';
 
 /** The parts of a NodeTunnel this function reads (structural, so it accepts the API type). */
 export interface TunnelView {

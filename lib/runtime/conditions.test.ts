@@ -1,13 +1,4 @@
-import {
-  deepEqual,
-  findCondition,
-  formatTime,
-  isConditionTrue,
-  removeCondition,
-  setCondition,
-  statusChanged,
-  type Condition,
-} from './status.js';
+import { deepEqual, formatTime, setCondition, type Condition } from './conditions.js';
 
 const t0 = new Date('2026-01-01T00:00:00.123Z');
 const t1 = new Date('2026-01-01T01:00:00Z');
@@ -69,14 +60,6 @@ describe('setCondition', () => {
     expect(out.map((c) => c.type)).toEqual(['Ready', 'Degraded']);
     expect(out[1]).toBe(input[1]);
   });
-
-  test('find / isTrue / remove', () => {
-    const c = setCondition([], { type: 'Ready', status: 'True', reason: 'r', message: '' }, t0);
-    expect(findCondition(c, 'Ready')?.reason).toBe('r');
-    expect(isConditionTrue(c, 'Ready')).toBe(true);
-    expect(isConditionTrue(c, 'Degraded')).toBe(false);
-    expect(removeCondition(c, 'Ready')).toEqual([]);
-  });
 });
 
 describe('deepEqual', () => {
@@ -92,7 +75,6 @@ describe('deepEqual', () => {
     [new Date(5), new Date(5), true],
   ])('%j vs %j → %s', (a, b, expected) => {
     expect(deepEqual(a, b)).toBe(expected);
-    expect(statusChanged(a, b)).toBe(!expected);
   });
 
   test('re-setting an unchanged condition leaves status equal, so no write is needed', () => {
@@ -110,6 +92,6 @@ describe('deepEqual', () => {
         t1,
       ),
     };
-    expect(statusChanged(status, next)).toBe(false);
+    expect(deepEqual(status, next)).toBe(true);
   });
 });

@@ -1,4 +1,4 @@
-import { forEachLimit, Turns } from './limit.js';
+import { forEachLimit, Turns } from './cooperative.js';
 
 test('forEachLimit keeps at most `limit` in flight and visits every item once', async () => {
   let inFlight = 0;

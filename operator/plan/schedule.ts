@@ -3,7 +3,7 @@
 // rotation (or the overlay's creation), so an operator that was down past several slots finds one slot in
 // the past and rotates once on start, not once per missed slot.
 import { CronExpressionParser } from 'cron-parser';
-import { parseDuration } from '../api/v1alpha1/validation.js';
+import { parseDuration } from '../../api/v1alpha1/validation.js';
 
 export interface Cadence {
   schedule?: string | undefined;

@@ -1,4 +1,8 @@
-// Bounded concurrency and cooperative CPU work, for loops over many objects (a 1,000-node overlay's Secrets).
+// Bounded concurrency and cooperative CPU work, for loops over many objects (a 1,000-node overlay's Secrets,
+// its 500k pairs): long work gives the event loop back, so lease renewals, watches and /healthz run between.
+
+/** Resolves in a later turn of the event loop (after pending I/O callbacks). */
+export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
  * Runs fn over items with at most `limit` at a time. On the first failure no new item starts; the ones under
@@ -33,7 +37,7 @@ export class Turns {
   private tail: Promise<unknown> = Promise.resolve();
 
   run<T>(fn: () => T): Promise<T> {
-    const result = this.tail.then(() => new Promise<void>((resolve) => setImmediate(resolve))).then(fn);
+    const result = this.tail.then(yieldToEventLoop).then(fn);
     this.tail = result.catch(() => undefined);
     return result;
   }

@@ -41,21 +41,6 @@ export function setCondition(
   return list;
 }
 
-export function findCondition(
-  conditions: readonly Condition[] | undefined,
-  type: string,
-): Condition | undefined {
-  return conditions?.find((c) => c.type === type);
-}
-
-export function isConditionTrue(conditions: readonly Condition[] | undefined, type: string): boolean {
-  return findCondition(conditions, type)?.status === 'True';
-}
-
-export function removeCondition(conditions: readonly Condition[] | undefined, type: string): Condition[] {
-  return (conditions ?? []).filter((c) => c.type !== type);
-}
-
 /**
  * Structural equality for JSON-like values (what status objects are). Object key order does not matter;
  * a key whose value is undefined is treated as absent, as it is once serialised.
@@ -74,9 +59,4 @@ export function deepEqual(a: unknown, b: unknown): boolean {
   const kb = Object.keys(rb).filter((k) => rb[k] !== undefined);
   if (ka.length !== kb.length) return false;
   return ka.every((k) => Object.prototype.hasOwnProperty.call(rb, k) && deepEqual(ra[k], rb[k]));
-}
-
-/** True when writing `desired` would change `current` (so a status update is needed). */
-export function statusChanged(current: unknown, desired: unknown): boolean {
-  return !deepEqual(current, desired);
 }

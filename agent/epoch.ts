@@ -1,6 +1,6 @@
-// The agent's half of the rotation contract (notes/ROTATION.md), as pure functions of what the API says:
-// which epoch the device runs now, what to stage, when to wake up for the cutover, and which public key a
-// peer has at a given epoch. The device runs the OverlayNetwork's status.epoch, except from the cutover
+// The agent's half of the rotation contract (../shared/DESIGN.md, "Rotation (hitless)"), as pure functions
+// of what the API says: which epoch the device runs now, what to stage, when to wake up for the cutover, and
+// which public key a peer has at a given epoch. The device runs the OverlayNetwork's status.epoch, except from the cutover
 // instant of a rotation on, when it runs the rotation's target epoch; everything else is staging.
 import { z } from 'zod';
 import { OverlayNetworkStatusSchema } from '../api/v1alpha1/overlaynetwork.types.js';

@@ -1,6 +1,6 @@
 // The import directions of eslint.config.mjs (importDirections) hold: a wrong-direction import fails lint,
 // the right one passes. Runs ESLint's Node API on snippets with only those rules, so it needs no type info.
-import { ESLint } from 'eslint';
+import { ESLint, type Linter } from 'eslint';
 import tseslint from 'typescript-eslint';
 // @ts-expect-error: the config is plain JavaScript without declarations
 import { importDirections } from '../eslint.config.mjs';
@@ -10,7 +10,7 @@ const eslint = new ESLint({
   overrideConfigFile: true,
   overrideConfig: [
     { files: ['**/*.ts'], languageOptions: { parser: tseslint.parser } },
-    ...(importDirections as ESLint.Options['overrideConfig'][]),
+    ...(importDirections as Linter.Config[]),
   ],
 });
 

@@ -13,7 +13,7 @@ import { z } from 'zod';
 export const KEY_SECRET_DATA_KEY = 'keys.json';
 export const KEY_SECRET_TYPE = 'sealmesh.io/sealed-keys';
 /**
- * On a key Secret: the digest of the plan inputs its data was planned from (operator/keyplan.ts planDigests),
+ * On a key Secret: the digest of the plan inputs its data was planned from (operator/plan/keysecret.ts planDigests),
  * so the operator can tell an up-to-date Secret from its metadata alone, without reading the sealed data.
  */
 export const PLAN_DIGEST_ANNOTATION = 'sealmesh.io/plan-digest';

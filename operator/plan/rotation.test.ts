@@ -1,4 +1,11 @@
-import { DEFAULT_TIMINGS, nextRotationStep, type RotationInput, type RotationStatus } from './rotation.js';
+import {
+  DEFAULT_TIMINGS,
+  leaseLive,
+  nextRotationStep,
+  type LeaseView,
+  type RotationInput,
+  type RotationStatus,
+} from './rotation.js';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
 const at = (s: number) => new Date(t0.getTime() + s * 1000);
@@ -138,4 +145,26 @@ test('the staging timeout grows with the number of agents', () => {
   expect(nextRotationStep({ ...base, now: at(100), rotation: staging, agents }).kind).toBe('wait');
   expect(nextRotationStep({ ...base, now: at(100), rotation: staging }).kind).toBe('abort');
   expect(nextRotationStep({ ...base, now: at(160), rotation: staging, agents }).kind).toBe('abort');
+});
+
+describe('leaseLive', () => {
+  const now = Date.parse('2026-01-01T00:01:00Z');
+  test.each<[string, LeaseView | undefined, boolean]>([
+    ['no Lease', undefined, false],
+    ['never renewed', { spec: { leaseDurationSeconds: 40 } }, false],
+    [
+      'renewed within its duration',
+      { spec: { renewTime: '2026-01-01T00:00:30Z', leaseDurationSeconds: 40 } },
+      true,
+    ],
+    ['expired', { spec: { renewTime: '2026-01-01T00:00:10Z', leaseDurationSeconds: 40 } }, false],
+    [
+      'expiring exactly now',
+      { spec: { renewTime: '2026-01-01T00:00:20Z', leaseDurationSeconds: 40 } },
+      false,
+    ],
+    ['no duration', { spec: { renewTime: '2026-01-01T00:00:59Z' } }, false],
+  ])('%s', (_name, lease, live) => {
+    expect(leaseLive(lease, now)).toBe(live);
+  });
 });

@@ -6,11 +6,11 @@
 // not staged cannot complete a handshake, and with a new private key its old sessions are gone at once.
 // An agent whose liveness Lease expired is not waited for: it converges to the current epoch on return.
 
-export type Scope = 'Keys' | 'PresharedKeys';
+export type RotationScope = 'Keys' | 'PresharedKeys';
 
 export interface RotationStatus {
   phase: 'Staging' | 'CuttingOver' | 'Verifying' | 'Backoff';
-  scope: Scope;
+  scope: RotationScope;
   targetEpoch: number;
   startTime: string;
   cutoverTime?: string | undefined;
@@ -58,7 +58,7 @@ export interface RotationInput {
   epoch: number;
   rotation?: RotationStatus | undefined;
   /** a rotation requested by the schedule or by hand, when none is in progress */
-  due?: { scope: Scope; reason: string } | undefined;
+  due?: { scope: RotationScope; reason: string } | undefined;
   agents: readonly AgentView[];
   /** pairs among live nodes, and how many of them both sides report Encrypted at the target epoch */
   pairsAtTarget: { total: number; encrypted: number };
@@ -74,7 +74,7 @@ export type RotationStep =
   | {
       kind: 'complete';
       epoch: number;
-      scope: Scope;
+      scope: RotationScope;
       /** pairs not re-established in time */ incomplete: number;
       startTime: string;
     }
@@ -189,4 +189,15 @@ export function nextRotationStep(i: RotationInput): RotationStep {
       };
     }
   }
+}
+
+/** An agent's liveness Lease as the operator reads it (coordination.k8s.io/v1, the fields it needs). */
+export interface LeaseView {
+  spec?: { renewTime?: string; leaseDurationSeconds?: number };
+}
+
+/** Whether the Lease was renewed within its duration before `nowMs` (no Lease: not live). */
+export function leaseLive(lease: LeaseView | undefined, nowMs: number): boolean {
+  const renew = lease?.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
+  return renew + (lease?.spec?.leaseDurationSeconds ?? 0) * 1000 > nowMs;
 }

@@ -1,4 +1,4 @@
-import { evaluateSchedule, nextAfter } from './schedule.js';
+import { evaluateSchedule, nextAfter, rotationTrigger } from './schedule.js';
 
 const t = (s: string) => new Date(s);
 
@@ -90,5 +90,51 @@ describe('evaluateSchedule', () => {
     });
     expect(r.due).toBeUndefined();
     expect(r.nextPresharedKeyRotationTime).toBeUndefined();
+  });
+});
+
+describe('rotationTrigger', () => {
+  const scheduled = { scope: 'Keys' as const, reason: 'scheduled at t' };
+  test.each<[string, string | undefined, string | undefined, string]>([
+    ['no annotation: the schedule', undefined, undefined, 'Keys/scheduled at t/-'],
+    ['a new annotation value', 'now', undefined, 'Keys/requested by annotation sealmesh.io/rotate=now/now'],
+    [
+      'psk: prefix rotates the PSKs only',
+      'psk:1',
+      'now',
+      'PresharedKeys/requested by annotation sealmesh.io/rotate=psk:1/psk:1',
+    ],
+    ['a value already acted on: the schedule', 'now', 'now', 'Keys/scheduled at t/-'],
+  ])('%s', (_name, annotation, last, want) => {
+    const t = rotationTrigger(annotation, last, () => scheduled);
+    expect(`${t.due?.scope}/${t.due?.reason}/${t.request ?? '-'}`).toBe(want);
+  });
+
+  test('the schedule is not evaluated when the annotation triggers', () => {
+    expect(
+      rotationTrigger('x', undefined, () => {
+        throw new Error('evaluated');
+      }).request,
+    ).toBe('x');
+  });
+});
+
+test('lastKeys and lastPsk: creation, the last full rotation, or a later PSK-only rotation', () => {
+  const created = new Date('2026-01-01T00:00:00Z');
+  const keys = new Date('2026-02-01T00:00:00Z');
+  const psk = new Date('2026-03-01T00:00:00Z');
+  const base = { presharedKeysEnabled: true, created, now: psk };
+  expect(evaluateSchedule(base)).toMatchObject({ lastKeys: created, lastPsk: created });
+  expect(
+    evaluateSchedule({ ...base, lastRotationTime: keys, lastPresharedKeyRotationTime: created }),
+  ).toMatchObject({
+    lastKeys: keys,
+    lastPsk: keys,
+  });
+  expect(
+    evaluateSchedule({ ...base, lastRotationTime: keys, lastPresharedKeyRotationTime: psk }),
+  ).toMatchObject({
+    lastKeys: keys,
+    lastPsk: psk,
   });
 });

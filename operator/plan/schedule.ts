@@ -3,6 +3,8 @@
 // rotation (or the overlay's creation), so an operator that was down past several slots finds one slot in
 // the past and rotates once on start, not once per missed slot.
 import { CronExpressionParser } from 'cron-parser';
+import { ROTATE_ANNOTATION, ROTATE_PSK_ONLY_PREFIX } from '../../api/v1alpha1/groupversion.js';
+import type { OverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
 import { parseDuration } from '../../api/v1alpha1/validation.js';
 
 export interface Cadence {
@@ -43,6 +45,10 @@ export interface ScheduleInput {
 
 export interface ScheduleResult {
   due?: Due | undefined;
+  /** when the private keys were last renewed (the last full rotation, or creation) */
+  lastKeys: Date;
+  /** when the PSKs were last renewed (the later of lastKeys and the last PSK-only rotation) */
+  lastPsk: Date;
   nextRotationTime?: Date | undefined;
   nextPresharedKeyRotationTime?: Date | undefined;
 }
@@ -64,5 +70,41 @@ export function evaluateSchedule(i: ScheduleInput): ScheduleResult {
       reason: `pre-shared keys scheduled at ${nextPresharedKeyRotationTime.toISOString()}`,
     };
   }
-  return { due, nextRotationTime, nextPresharedKeyRotationTime };
+  return { due, lastKeys, lastPsk, nextRotationTime, nextPresharedKeyRotationTime };
+}
+
+/** The schedule's input from an overlay (its spec's cadences, its status's last rotation times). */
+export function scheduleInputOf(overlay: OverlayNetwork, created: Date, now: Date): ScheduleInput {
+  const status = overlay.status;
+  return {
+    rotation: overlay.spec.keys.rotation,
+    presharedKeysEnabled: overlay.spec.keys.presharedKeys === 'PerPair',
+    created,
+    lastRotationTime: status?.lastRotationTime ? new Date(status.lastRotationTime) : undefined,
+    lastPresharedKeyRotationTime: status?.lastPresharedKeyRotationTime
+      ? new Date(status.lastPresharedKeyRotationTime)
+      : undefined,
+    now,
+  };
+}
+
+/**
+ * Why a rotation starts now, if one does: a new value of the rotate annotation (`request`, recorded in status
+ * as lastRotateRequest so it triggers once; prefixed `psk:` for pre-shared keys only), else the schedule.
+ */
+export function rotationTrigger(
+  annotation: string | undefined,
+  lastRequest: string | undefined,
+  scheduled: () => Due | undefined,
+): { due?: Due | undefined; request?: string } {
+  if (annotation !== undefined && annotation !== lastRequest) {
+    return {
+      due: {
+        scope: annotation.startsWith(ROTATE_PSK_ONLY_PREFIX) ? 'PresharedKeys' : 'Keys',
+        reason: `requested by annotation ${ROTATE_ANNOTATION}=${annotation.slice(0, 63)}`,
+      },
+      request: annotation,
+    };
+  }
+  return { due: scheduled() };
 }

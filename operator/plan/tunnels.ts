@@ -1,5 +1,6 @@
 // (overlay, nodes, tunnels) → desired NodeTunnel specs. Pure: the controller around it compares the result
 // with the cache and writes only the difference.
+import type { V1Node } from '@kubernetes/client-node';
 import { allocate, parsePool } from './ipam.js';
 import { matchesSelector, type LabelSelector } from '../../lib/selector.js';
 
@@ -10,6 +11,17 @@ export interface NodeView {
   deleting: boolean;
   internalIPs: string[];
   podCIDRs: string[];
+}
+
+/** The NodeView of a cached Node. */
+export function nodeView(n: V1Node): NodeView {
+  return {
+    name: n.metadata?.name ?? '',
+    labels: n.metadata?.labels,
+    deleting: Boolean(n.metadata?.deletionTimestamp),
+    internalIPs: (n.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address),
+    podCIDRs: n.spec?.podCIDRs?.length ? n.spec.podCIDRs : n.spec?.podCIDR ? [n.spec.podCIDR] : [],
+  };
 }
 
 export interface OverlayView {

@@ -262,8 +262,9 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
 }, 180_000);
 
 // Continues from the test above (agents running, pair encrypted at epoch 1). The test plays the operator's
-// side of notes/ROTATION.md by writing the OverlayNetwork's status and the key Secret, and measures the
-// traffic lost across each cutover with a ping every 20 ms through the tunnel.
+// side of the rotation protocol (../shared/DESIGN.md, "Rotation (hitless)") by writing the OverlayNetwork's
+// status and the key Secret, and measures the traffic lost across each cutover with a ping every 20 ms
+// through the tunnel.
 test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', async () => {
   const names = nodes.map((n) => n.name) as [string, string];
   const [a, b] = pairKey(names[0], names[1]);

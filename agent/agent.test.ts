@@ -12,15 +12,15 @@ import {
   pairKey,
   type SealedPair,
   keySecretNameAt,
-} from '../lib/keysecret.js';
-import { FakeClock } from '../lib/runtime/clock.js';
+} from '../lib/contract/keysecret.js';
+import { FakeClock } from '../lib/runtime/testing/clock.js';
 import type { RawObject } from '../lib/runtime/rest.js';
 import { newBoxKeyPair, newPresharedKey, seal, type BoxKeyPair } from '../lib/seal.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../operator/identity.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../lib/contract/identity.js';
 import { Agent, interfaceName } from './agent.js';
-import { FakeWireGuardDevice } from './device/fake.js';
-import { FakeApiServer, OVERLAYS_PATH, TUNNELS_PATH, configMapsPath, secretsPath } from './fakes.js';
-import { agentLeaseName } from './liveness.js';
+import { FakeWireGuardDevice } from './testing/device.js';
+import { FakeApiServer, OVERLAYS_PATH, TUNNELS_PATH, configMapsPath, secretsPath } from './testing/fakes.js';
+import { agentLeaseName } from '../lib/contract/liveness.js';
 import type { Prober } from './probe.js';
 
 const NS = 'sealmesh-system';

@@ -1,21 +1,11 @@
 // The agent's heartbeat: a coordination.k8s.io/v1 Lease per node, renewed every ~10 s. Liveness lives here
 // and not in the NodeTunnel status so that a healthy, quiet overlay causes no NodeTunnel writes at all
 // (a status rewrite on a timer would cost every watcher of the overlay a full object per node per period).
-import { createHash } from 'node:crypto';
+import { agentLeaseName } from '../lib/contract/liveness.js';
 import type { Logger } from '../lib/log.js';
 import { describeError } from '../lib/kube.js';
 import { realClock, type Clock, type TimerHandle } from '../lib/runtime/clock.js';
 import type { LeaseClient } from '../lib/runtime/leader.js';
-
-const PREFIX = 'sealmesh-agent-';
-const MAX_NAME = 253;
-
-/** `sealmesh-agent-<node>`, or a hash of the node name when that would exceed a DNS subdomain's length. */
-export function agentLeaseName(node: string): string {
-  const name = `${PREFIX}${node}`;
-  if (name.length <= MAX_NAME) return name;
-  return `${PREFIX}${createHash('sha256').update(node).digest('hex').slice(0, 32)}`;
-}
 
 export interface LivenessLeaseOptions {
   client: LeaseClient;

@@ -23,7 +23,7 @@ import {
 import { parseNodeTunnel, type NodeTunnel } from '../api/v1alpha1/nodetunnel.types.js';
 import { parseOverlayNetwork, type OverlayNetwork } from '../api/v1alpha1/overlaynetwork.types.js';
 import { customResource, describeError, loadKubeConfig } from '../lib/kube.js';
-import { computePairs } from '../operator/pairs.js';
+import { computePairs } from '../lib/contract/pairs.js';
 import { renderMatrix } from './matrix.js';
 import { retryTransient } from './retry.js';
 

@@ -1,6 +1,6 @@
 // The pair matrix `kubectl sealmesh status` prints: one row and one column per node, each cell the state of
 // that pair as the operator judges it (both sides must report Encrypted at the same epoch).
-import type { Pair, PairState } from '../operator/pairs.js';
+import type { Pair, PairState } from '../lib/contract/pairs.js';
 
 const SYMBOL: Record<PairState, string> = { Encrypted: 'E', Pending: '.', Degraded: 'X' };
 const COLOUR: Record<PairState, string> = {

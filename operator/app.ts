@@ -1,10 +1,8 @@
-// Wires the operator together: informers, the OverlayNetwork controller, leader election, the health and
-// metrics server. main.ts runs one; the integration tests run several in one process (two replicas).
+// Wires the operator together: informers, the OverlayNetwork controller (which declares its own watches),
+// leader election, the health and metrics server (metrics: metrics.ts). main.ts runs one; the integration tests run several in one process (two replicas).
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { CoreV1Api, type KubeConfig, type KubernetesObject, type V1Secret } from '@kubernetes/client-node';
-import { Counter, Gauge, Histogram } from 'prom-client';
 import { GROUP, NODE_TUNNEL_PLURAL, OVERLAY_NETWORK_PLURAL, VERSION } from '../api/v1alpha1/groupversion.js';
 import { collectionPath, coreResources, customResource, isNotFound } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
@@ -14,16 +12,16 @@ import { Manager } from '../lib/runtime/manager.js';
 import { RuntimeMetrics } from '../lib/runtime/metrics.js';
 import { KubeRest } from '../lib/runtime/rest.js';
 import { Sealer } from '../lib/seal.js';
-import { agentLeaseName } from '../agent/liveness.js';
+import { agentLeaseName } from '../lib/contract/liveness.js';
 import {
   MANAGED_BY,
   OverlayNetworkController,
   type KeySecretReader,
-  type RotationMetrics,
 } from './controllers/overlaynetwork.controller.js';
-import { TunnelPeerRows } from './pairs.js';
-import type { RotationTimings } from './rotation.js';
+import { TunnelPeerRows } from '../lib/contract/pairs.js';
+import type { RotationTimings } from './plan/rotation.js';
 import { loadOrCreateIdentity } from './identity.js';
+import { operatorMetrics } from './metrics.js';
 import { KubeOperatorWriter, type WriteCounter } from './writer.js';
 
 export interface OperatorOptions {
@@ -57,9 +55,6 @@ export interface Operator {
   start(): Promise<void>;
   stop(): Promise<void>;
 }
-
-/** NodeTunnel events start a pass this long after the first of a burst. */
-export const TUNNEL_EVENT_DELAY_MS = 500;
 
 export async function createOperator(o: OperatorOptions): Promise<Operator> {
   const rest = new KubeRest(o.kc);
@@ -111,57 +106,8 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
 
   const id = o.identity ?? `${hostname()}-${randomBytes(4).toString('hex')}`;
   const metrics = o.metrics ?? new RuntimeMetrics();
-  const writes = new Counter({
-    name: 'sealmesh_operator_writes_total',
-    help: 'Object writes the API server accepted, by kind of write.',
-    labelNames: ['kind'],
-    registers: [metrics.registry],
-  });
-  const rotationSeconds = new Histogram({
-    name: 'sealmesh_rotation_duration_seconds',
-    help: 'Time from the start of staging to the completion of a key rotation.',
-    labelNames: ['overlay', 'scope'],
-    buckets: [1, 2, 5, 10, 20, 30, 60, 120, 300, 600],
-    registers: [metrics.registry],
-  });
-  // The longest the event loop was held up since the last scrape: a reconcile that does not yield shows here
-  // (leader-lease renewals, watches and /healthz all wait for it).
-  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
-  loopDelay.enable();
-  new Gauge({
-    name: 'sealmesh_event_loop_delay_max_seconds',
-    help: 'Longest event-loop delay since the previous scrape (reset by each scrape).',
-    registers: [metrics.registry],
-    collect() {
-      this.set(loopDelay.max / 1e9);
-      loopDelay.reset();
-    },
-  });
-  const lastRotation = new Map<string, { keys: number; psk: number }>();
-  new Gauge({
-    name: 'sealmesh_key_age_seconds',
-    help: 'Age of the keys in use, per overlay: kind=private (WireGuard private keys) or preshared.',
-    labelNames: ['overlay', 'kind'],
-    registers: [metrics.registry],
-    collect() {
-      this.reset();
-      const now = Date.now();
-      for (const [overlay, t] of lastRotation) {
-        this.set({ overlay, kind: 'private' }, (now - t.keys) / 1000);
-        this.set({ overlay, kind: 'preshared' }, (now - t.psk) / 1000);
-      }
-    },
-  });
-  const rotationMetrics: RotationMetrics = {
-    completed: (overlay, scope, seconds) => rotationSeconds.observe({ overlay, scope }, seconds),
-    keyTimes: (overlay, keys, psk) => lastRotation.set(overlay, { keys: keys.getTime(), psk: psk.getTime() }),
-  };
-  const counter: WriteCounter = {
-    count(kind) {
-      writes.inc({ kind });
-      o.writeCounter?.count(kind);
-    },
-  };
+  const opMetrics = operatorMetrics(metrics.registry, o.writeCounter);
+  const { counter, rotationMetrics } = opMetrics;
   const manager = new Manager({
     name: 'sealmesh-operator',
     logger: log,
@@ -206,23 +152,9 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     sealer: new Sealer(identity.keyPair),
     logger: log,
   });
-  manager.addController({
-    name: controller.name,
-    for: overlays,
-    concurrency: o.concurrency ?? 2,
-    watches: [
-      { informer: nodes, map: (obj: KubernetesObject) => controller.keysFor('node', obj) },
-      // Agents report often and, in a rollout or a rotation, all at once; a pass over a large overlay judges
-      // every pair (500k at 1,000 nodes), so reports are taken in batches.
-      {
-        informer: tunnels,
-        map: (obj: KubernetesObject) => controller.keysFor('tunnel', obj),
-        delayMs: o.tunnelEventDelayMs ?? TUNNEL_EVENT_DELAY_MS,
-      },
-      { informer: secrets, map: (obj: KubernetesObject) => controller.keysFor('secret', obj) },
-      { informer: leases, map: (obj: KubernetesObject) => controller.keysFor('lease', obj) },
-    ],
-    reconcile: (key) => controller.reconcile(key),
+  controller.setupWithManager(manager, {
+    concurrency: o.concurrency,
+    tunnelEventDelayMs: o.tunnelEventDelayMs,
   });
   return {
     manager,
@@ -230,7 +162,7 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     start: () => manager.start(),
     stop: async () => {
       await manager.stop('shutdown');
-      loopDelay.disable();
+      opMetrics.stop();
     },
   };
 }

@@ -1,6 +1,6 @@
 // Operator flags that take durations: the rotation timings and the status-write interval.
 import { parseDuration } from '../api/v1alpha1/validation.js';
-import type { RotationTimings } from './rotation.js';
+import type { RotationTimings } from './plan/rotation.js';
 
 /** Milliseconds in `250ms`, or in a Go-style duration of whole units (`90s`, `2m`, `1h30m`). */
 export function parseFlagDuration(flag: string, value: string): number {

@@ -6,10 +6,9 @@
 import { type CoreV1Api } from '@kubernetes/client-node';
 import { boxKeyPairFromSecret, newBoxKeyPair, type BoxKeyPair } from '../lib/seal.js';
 import { fingerprint } from '../lib/keys.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../lib/contract/identity.js';
 import { describeError, isAlreadyExists, isNotFound } from '../lib/kube.js';
 
-export const IDENTITY_NAME = 'sealmesh-operator-identity';
-export const IDENTITY_PUBLIC_KEY = 'sealingPublicKey';
 const SECRET_KEY = 'sealingSecretKey';
 
 export interface OperatorIdentity {

@@ -162,10 +162,6 @@ export class Informer<T extends KubernetesObject = KubernetesObject> {
   }
 
   /** By `namespace/name` (or `name` for cluster-scoped objects), the keys the work queue carries. */
-  getByKey(key: string): T | undefined {
-    return this.cache.get(key);
-  }
-
   keys(): string[] {
     return [...this.cache.keys()];
   }

@@ -1,5 +1,5 @@
-import { FakeClock, flushMicrotasks } from './clock.js';
-import { FakeLeaseClient } from './fakes.js';
+import { FakeClock, flushMicrotasks } from './testing/clock.js';
+import { FakeLeaseClient } from './testing/fakes.js';
 import { LeaderElector, type LeaderElectorOptions, type LeaseClient } from './leader.js';
 
 function elector(

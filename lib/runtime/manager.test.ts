@@ -1,6 +1,6 @@
 import { coreResources, customResource } from '../kube.js';
-import { FakeClock, flushMicrotasks } from './clock.js';
-import { FakeLeaseClient, FakeListWatchClient } from './fakes.js';
+import { FakeClock, flushMicrotasks } from './testing/clock.js';
+import { FakeLeaseClient, FakeListWatchClient } from './testing/fakes.js';
 import { Informer } from './informer.js';
 import { Manager, mapTo, watch, type ReconcileContext } from './manager.js';
 import { RuntimeMetrics } from './metrics.js';

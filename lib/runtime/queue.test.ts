@@ -1,4 +1,4 @@
-import { FakeClock, flushMicrotasks } from './clock.js';
+import { FakeClock, flushMicrotasks } from './testing/clock.js';
 import { RuntimeMetrics } from './metrics.js';
 import { WorkQueue, type HandlerResult } from './queue.js';
 

@@ -22,7 +22,7 @@ import {
   type KubeConfig,
   type V1Node,
 } from '@kubernetes/client-node';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import {
   API_VERSION,
   GROUP,

@@ -44,11 +44,11 @@ import {
   ROTATE_ANNOTATION,
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { coreResources, customResource, describeError, isNotFound } from '../../lib/kube.js';
-import { KEY_SECRET_DATA_KEY } from '../../lib/keysecret.js';
+import { KEY_SECRET_DATA_KEY } from '../../lib/contract/keysecret.js';
 import { Informer } from '../../lib/runtime/informer.js';
-import { forEachLimit } from '../../lib/runtime/limit.js';
+import { forEachLimit } from '../../lib/runtime/cooperative.js';
 import { KubeLeaseClient } from '../../lib/runtime/leader.js';
 import { KubeRest } from '../../lib/runtime/rest.js';
 import { kubeConfig, repoRoot } from '../support/cluster.js';

@@ -28,7 +28,7 @@ import {
   pairKey,
   type SealedPair,
   keySecretNameAt,
-} from '../../lib/keysecret.js';
+} from '../../lib/contract/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { describeUnderlay, expectCleanUnderlay, startCapture, watchUnderlay } from '../support/capture.js';
 import { uniqueName } from '../support/cluster.js';
@@ -246,9 +246,10 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
 }, 180_000);
 
 // Continues from the test above (agents running, pair encrypted at epoch 1). The test plays the operator's
-// side of notes/ROTATION.md by writing the OverlayNetwork's status and the key Secret, and measures the
-// traffic lost across each cutover with a ping every 20 ms through the tunnel, in a window that holds the
-// cutover, each device's switch and (PSK-only) the first handshake under the new PSK on both ends.
+// side of the rotation protocol (../shared/DESIGN.md, "Rotation (hitless)") by writing the OverlayNetwork's
+// status and the key Secret, and measures the traffic lost across each cutover with a ping every 20 ms
+// through the tunnel, in a window that holds the cutover, each device's switch and (PSK-only) the first
+// handshake under the new PSK on both ends.
 test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', async () => {
   const names = nodes.map((n) => n.name) as [string, string];
   const [a, b] = pairKey(names[0], names[1]);

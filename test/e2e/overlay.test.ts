@@ -14,7 +14,7 @@ import {
   VERSION,
   nodeTunnelName,
 } from '../../api/v1alpha1/groupversion.js';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { KEY_NAMESPACE, kubectl } from '../../hack/deploy/deploy.js';
 import { describeUnderlay, expectCleanUnderlay, startCapture, watchUnderlay } from '../support/capture.js';
 import { kubeconfigPath, uniqueName } from '../support/cluster.js';

@@ -42,11 +42,11 @@ import {
 } from '../../api/v1alpha1/groupversion.js';
 import { KEY_NAMESPACE, SYSTEM_NAMESPACE, kubectl, startOperatorProcess } from '../../hack/deploy/deploy.js';
 import { WgCliDevice } from '../../agent/device/wgcli.js';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { fingerprint } from '../../lib/keys.js';
-import { decodeKeySecretData } from '../../lib/keysecret.js';
+import { decodeKeySecretData } from '../../lib/contract/keysecret.js';
 import { boxKeyPairFromSecret, unseal } from '../../lib/seal.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import {
   describeUnderlay,
   expectCleanUnderlay,

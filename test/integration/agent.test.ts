@@ -18,11 +18,16 @@ import {
   nodeTunnelName,
 } from '../../api/v1alpha1/groupversion.js';
 import { Agent } from '../../agent/agent.js';
-import { FakeWireGuardDevice } from '../../agent/device/fake.js';
+import { FakeWireGuardDevice } from '../../agent/testing/device.js';
 import { KubeAgentApi } from '../../agent/kube.js';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { decodeKey, fingerprint } from '../../lib/keys.js';
-import { KEY_SECRET_TYPE, encodeKeySecretData, pairKey, keySecretNameAt } from '../../lib/keysecret.js';
+import {
+  KEY_SECRET_TYPE,
+  encodeKeySecretData,
+  pairKey,
+  keySecretNameAt,
+} from '../../lib/contract/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { uniqueName } from '../support/cluster.js';
 import { core, custom, handMadeOverlay, kc, leases, tunnelStatus } from '../support/env.js';

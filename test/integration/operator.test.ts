@@ -18,7 +18,7 @@ import {
   OVERLAY_NETWORK_PLURAL,
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
-import { decodeKeySecretData, keySecretName, keySecretNameAt } from '../../lib/keysecret.js';
+import { decodeKeySecretData, keySecretName, keySecretNameAt } from '../../lib/contract/keysecret.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import { FINALIZER } from '../../operator/controllers/overlaynetwork.controller.js';
 import type { WriteKind } from '../../operator/writer.js';

@@ -20,7 +20,7 @@ import {
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
 import { generateKeyPair } from '../../lib/keys.js';
-import { decodeKeySecretData } from '../../lib/keysecret.js';
+import { decodeKeySecretData } from '../../lib/contract/keysecret.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import type { WriteKind } from '../../operator/writer.js';
 import { kubeConfig, kubeconfigPath, repoRoot, uniqueName } from '../support/cluster.js';

@@ -3,7 +3,7 @@
 // log tails a failure prints, the wait for "every pair encrypted" and the overlay's removal at the end.
 // Importing it needs a kubeconfig (globalSetup writes one); unit tests never import it.
 import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import { agentLeaseName } from '../../agent/liveness.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import {
   API_VERSION,
   GROUP,
@@ -24,9 +24,9 @@ import {
   waitAllEncrypted,
   WaitError,
 } from '../../hack/deploy/deploy.js';
-import { keySecretName } from '../../lib/keysecret.js';
+import { keySecretName } from '../../lib/contract/keysecret.js';
 import { isNotFound } from '../../lib/kube.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import { kubeConfig, kubeconfigPath } from './cluster.js';
 import type { Deployment } from './deploy.js';
 import { until } from './wait.js';

@@ -11,10 +11,10 @@ import {
   type KubeConfig,
 } from '@kubernetes/client-node';
 import { GROUP, NODE_TUNNEL_PLURAL, nodeTunnelName, VERSION } from '../../api/v1alpha1/groupversion.js';
-import { agentLeaseName } from '../../agent/liveness.js';
-import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../operator/identity.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
+import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import { encodeKey, generateKeyPair, publicKeyOf } from '../../lib/keys.js';
-import { decodeKeySecretData, pairKey, keySecretNameAt } from '../../lib/keysecret.js';
+import { decodeKeySecretData, pairKey, keySecretNameAt } from '../../lib/contract/keysecret.js';
 import { newBoxKeyPair, unseal, type BoxKeyPair } from '../../lib/seal.js';
 
 export class AgentStandIn {

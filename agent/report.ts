@@ -1,0 +1,203 @@
+// The status report of one agent pass: what this node's NodeTunnel status says after a pass that programmed
+// the device (applied) or could not (notApplied), and the one write of it, only when it changed (STYLE 7).
+import type { NodeTunnelStatus, PeerStatus } from '../api/v1alpha1/nodetunnel.types.js';
+import { fingerprint } from '../lib/keys.js';
+import { describeError } from '../lib/kube.js';
+import type { Logger } from '../lib/log.js';
+import { deepEqual, formatTime, setCondition, type ConditionInput } from '../lib/runtime/conditions.js';
+import type { RawObject } from '../lib/runtime/rest.js';
+import type { AgentApi } from './kube.js';
+import type { OverlayRuntime, Pass, PeerEval } from './pass.js';
+
+/** Ready after a pass that programmed the device: Applied, or DeviceMismatch with what the read-back found. */
+export function deviceReady(d: {
+  device: string;
+  ok: boolean;
+  intended: number;
+  peers: number;
+  publicKey: string;
+  devicePublicKey: string | undefined;
+}): ConditionInput {
+  return d.ok
+    ? {
+        type: 'Ready',
+        status: 'True',
+        reason: 'Applied',
+        message: `interface ${d.device} programmed with ${d.intended} of ${d.peers} peers`,
+      }
+    : {
+        type: 'Ready',
+        status: 'False',
+        reason: 'DeviceMismatch',
+        message:
+          d.devicePublicKey === d.publicKey
+            ? 'the device does not hold the intended configuration of some peers'
+            : `the device's public key ${d.devicePublicKey ? fingerprint(d.devicePublicKey) : 'none'} is not ${fingerprint(d.publicKey)}`,
+      };
+}
+
+export class StatusReport {
+  /** Status writes so far (tests and metrics). */
+  writes = 0;
+
+  constructor(
+    private readonly api: Pick<AgentApi, 'patchNodeTunnelStatus'>,
+    private readonly envelopePublicKey: () => string | undefined,
+    private readonly log: Logger,
+  ) {}
+
+  /** Status after a pass that programmed the device. */
+  applied(
+    p: Pass,
+    epoch: number,
+    publicKey: string,
+    ack: { epoch: number; publicKey: string } | undefined,
+    evals: PeerEval[],
+    ready: ConditionInput,
+  ): Record<string, unknown> {
+    const base = this.baseStatus(p.rt, p.mine);
+    const now = new Date(p.now);
+    // The staging acknowledgement: the rotation's target once staged. An earlier, aborted attempt's ack stays
+    // as it was (its epoch is never used: a retry stages a higher one), so a Backoff causes no write.
+    const staged =
+      ack ??
+      (base.stagedEpoch !== undefined &&
+      base.stagedPublicKey !== undefined &&
+      base.stagedEpoch > epoch &&
+      base.stagedEpoch !== p.view.rotation?.target
+        ? { epoch: base.stagedEpoch, publicKey: base.stagedPublicKey }
+        : { epoch, publicKey });
+    const previous = new Map((base.peers ?? []).map((e) => [e.node, e]));
+    const peers: PeerStatus[] = evals
+      .sort((x, y) => (x.node < y.node ? -1 : x.node > y.node ? 1 : 0))
+      .map((e) => {
+        const prev = previous.get(e.node);
+        return {
+          node: e.node,
+          state: e.state,
+          since: prev && prev.state === e.state ? prev.since : formatTime(now),
+          epoch,
+          ...(e.handshakeAt !== undefined ? { lastHandshakeTime: formatTime(new Date(e.handshakeAt)) } : {}),
+          ...(e.message ? { message: e.message } : {}),
+        };
+      });
+    const encrypted = peers.filter((e) => e.state === 'Encrypted').length;
+    const notEncrypted = peers.filter((e) => e.state !== 'Encrypted');
+    const generation = (p.mine.metadata as { generation?: number } | undefined)?.generation;
+    const encryptedCond: ConditionInput =
+      peers.length === 0
+        ? { type: 'Encrypted', status: 'True', reason: 'NoPeers', message: 'no peers in the overlay' }
+        : notEncrypted.length === 0
+          ? {
+              type: 'Encrypted',
+              status: 'True',
+              reason: 'AllPeersEncrypted',
+              message: `${encrypted}/${peers.length} peers encrypted`,
+            }
+          : {
+              type: 'Encrypted',
+              status: 'False',
+              reason: 'PeersNotEncrypted',
+              message: `${encrypted}/${peers.length} peers encrypted; not encrypted: ${notEncrypted
+                .slice(0, 20)
+                .map((e) => `${e.node} (${e.state})`)
+                .join(', ')}${notEncrypted.length > 20 ? ', …' : ''}`,
+            };
+    let conditions = setCondition(base.conditions, { ...ready, observedGeneration: generation }, now);
+    conditions = setCondition(conditions, { ...encryptedCond, observedGeneration: generation }, now);
+    const status: NodeTunnelStatus = {
+      observedGeneration: ready.status === 'True' ? generation : base.observedGeneration,
+      envelopePublicKey: this.envelopePublicKey(),
+      // Published in both custody modes: peers take the key at an epoch from here (rotation/keyAt).
+      publicKey,
+      appliedEpoch: epoch,
+      stagedEpoch: staged.epoch,
+      stagedPublicKey: staged.publicKey,
+      peers,
+      summary: { encrypted, total: peers.length },
+      peersSummary: `${encrypted}/${peers.length}`,
+      conditions,
+    };
+    return status;
+  }
+
+  /** Status when nothing could be applied: publish the envelope key (the operator needs it) and why. */
+  notApplied(
+    rt: OverlayRuntime,
+    mine: RawObject,
+    nowMs: number,
+    reason: string,
+    message: string,
+  ): Record<string, unknown> {
+    const base = this.baseStatus(rt, mine);
+    const generation = (mine.metadata as { generation?: number } | undefined)?.generation;
+    const conditions = setCondition(
+      base.conditions,
+      { type: 'Ready', status: 'False', reason, message, observedGeneration: generation },
+      new Date(nowMs),
+    );
+    return { ...base, envelopePublicKey: this.envelopePublicKey(), conditions };
+  }
+
+  /**
+   * The status this agent last knows to be stored: what it wrote itself, unless the cache has since seen a
+   * newer version of the object (the cache lags behind our own writes; comparing with a stale cache would
+   * rewrite the same status twice).
+   */
+  private baseStatus(rt: OverlayRuntime, mine: RawObject): NodeTunnelStatus {
+    const uid = (mine.metadata as { uid?: string } | undefined)?.uid;
+    const cachedRv = mine.metadata?.resourceVersion;
+    const w = rt.written;
+    if (w && w.uid === uid && !newerRv(cachedRv, w.rv)) return structuredClone(w.status);
+    return structuredClone((mine.status ?? {}) as NodeTunnelStatus);
+  }
+
+  /** Reports a failed pass in status; a failure to do so is logged, so the caller's error is the one raised. */
+  async publishFailure(
+    rt: OverlayRuntime,
+    mine: RawObject,
+    nowMs: number,
+    reason: string,
+    message: string,
+  ): Promise<void> {
+    try {
+      await this.publish(rt, mine, this.notApplied(rt, mine, nowMs, reason, message));
+    } catch (err) {
+      this.log.warn(
+        { nodeTunnel: mine.metadata?.name, err: describeError(err) },
+        'failed to report failure in status',
+      );
+    }
+  }
+
+  /** Writes `status` to this node's NodeTunnel if it differs from what is stored. Returns whether it wrote. */
+  async publish(rt: OverlayRuntime, mine: RawObject, status: Record<string, unknown>): Promise<boolean> {
+    const base = this.baseStatus(rt, mine) as Record<string, unknown>;
+    if (deepEqual(comparable(base), comparable(status))) return false;
+    const patch: Record<string, unknown> = { ...status };
+    for (const k of Object.keys(base)) if (status[k] === undefined) patch[k] = null;
+    const name = mine.metadata?.name ?? '';
+    const stored = await this.api.patchNodeTunnelStatus(name, patch);
+    this.writes++;
+    rt.written = {
+      uid: (mine.metadata as { uid?: string } | undefined)?.uid,
+      rv: stored.metadata?.resourceVersion,
+      status: structuredClone(status),
+    };
+    return true;
+  }
+}
+
+/** Status as compared for "did it change": the handshake time alone moves every two minutes and is no change. */
+function comparable(status: Record<string, unknown>): unknown {
+  const peers = status.peers as PeerStatus[] | undefined;
+  if (!peers) return status;
+  return { ...status, peers: peers.map(({ lastHandshakeTime: _ignored, ...rest }) => rest) };
+}
+
+/** True when resourceVersion `a` is newer than `b` (etcd revisions; opaque ones compare as "different"). */
+function newerRv(a: string | undefined, b: string | undefined): boolean {
+  if (a === b) return false;
+  if (a === undefined || b === undefined || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return true;
+  return BigInt(a) > BigInt(b);
+}

@@ -1028,7 +1028,10 @@ test(
       report(
         `3: leader Lease held by ${holder ?? '?'}; operator pid ${pid} SIGKILLed in phase ${killedIn} (${stagedAtKill}); restarted; rotation ${ended.status.rotation ? `aborted: ${ended.status.rotation.reason}` : `completed at epoch ${ended.status.epoch}`} (phases after restart ${ended.phases.join(' > ')}); every pair encrypted at epoch ${settled.value.epoch} ${(convergedMs / 1000).toFixed(1)} s after the restart`,
       );
-      expect(killedIn).toBe('Staging');
+      // The kill follows the watch event that shows Staging; on a quiet machine all four agents can ack and the
+      // operator write CuttingOver before the signal lands (seen in CI). Both are mid-rotation phases the
+      // restarted operator must resume from; which one it was is in the line above.
+      expect(['Staging', 'CuttingOver']).toContain(killedIn);
       expectInside('the restart', restartAt, run);
       expect(convergedMs).toBeLessThanOrEqual(RESTART_CONVERGE_MS);
       if (ended.status.rotation) {

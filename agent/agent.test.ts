@@ -415,6 +415,9 @@ test('an update touches only the peers that changed', async () => {
   await world.idle();
   const device = world.device();
   const c = world.peers.get('c')!;
+  // both peers answer, so no pass restarts a handshake (peerstate.ts, shouldKickHandshake)
+  for (const peer of ['b', 'c'])
+    device.handshake(world.peers.get(peer)!.wg.publicKey, new Date(world.clock.now()));
 
   // c gets a pod CIDR routed: one upsert of c, nothing else rewritten
   let mark = device.calls.length;
@@ -446,7 +449,7 @@ test('an update touches only the peers that changed', async () => {
     { method: 'syncRoutes' },
   ]);
   expect(device.routes).toEqual(['10.99.0.2/32']);
-  expect(world.status().peersSummary).toBe('0/1');
+  expect(world.status().peersSummary).toBe('1/1'); // b handshook above
 });
 
 test("a peer's report of its own peers does not wake the agent; its keys do", async () => {
@@ -562,6 +565,45 @@ test('peer states move Handshaking → Encrypted → Stale, and status is writte
   expect(world.peerEntry('c')?.state).toBe('Encrypted');
   expect(world.status().peersSummary).toBe('1/2');
   expect(world.agent.statusWrites).toBe(writes + 1);
+});
+
+test('a peer without a handshake 1 s after its keys is re-created and probed: once a second, for 5 s, by one end', async () => {
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  await world.start();
+  await waitUntil(
+    'peers configured',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  await world.idle();
+  const device = world.device();
+  const own = (await device.read())!.publicKey!;
+  const mark = device.calls.length;
+  const probesBefore = world.probes.length;
+  await world.tick(10_000);
+  const calls = device.calls.slice(mark).filter((x) => x.method !== 'read');
+  let kicked = 0;
+  for (const node of ['b', 'c']) {
+    const peer = world.peers.get(node)!;
+    const removals = calls.flatMap((x, i) =>
+      x.method === 'removePeer' && x.detail === fingerprint(peer.wg.publicKey) ? [i] : [],
+    );
+    // the end whose public key sorts first restarts the handshake; the other end leaves it to that one
+    const kicks = own < peer.wg.publicKey ? 4 : 0;
+    kicked += kicks;
+    expect(removals).toHaveLength(kicks);
+    // each removal is followed at once by the same peer written back
+    for (const i of removals)
+      expect(calls[i + 1]).toEqual({ method: 'upsertPeer', detail: fingerprint(peer.wg.publicKey) });
+  }
+  expect(world.probes.length - probesBefore).toBeGreaterThanOrEqual(kicked);
+  expect((await device.read())!.peers.map((p) => p.publicKey).sort()).toEqual(
+    ['b', 'c'].map((n) => world.peers.get(n)!.wg.publicKey).sort(),
+  );
+  // past the window nothing more is restarted
+  const later = device.calls.length;
+  await world.tick(10_000);
+  expect(device.calls.slice(later).filter((x) => x.method === 'removePeer')).toEqual([]);
 });
 
 test('envelope key: created 0600 in a 0700 dir, reused on restart; the device is adopted, not re-created', async () => {
@@ -686,6 +728,9 @@ test('a device that does not hold the intended PSK is reported as KeyMismatch', 
   );
   // someone changes b's PSK behind the agent's back; the next pass re-applies it
   const b = world.peers.get('b')!;
+  // both peers answer, so no pass restarts a handshake (peerstate.ts, shouldKickHandshake)
+  for (const peer of ['b', 'c'])
+    device().handshake(world.peers.get(peer)!.wg.publicKey, new Date(world.clock.now()));
   await device().upsertPeer({
     publicKey: b.wg.publicKey,
     presharedKey: newPresharedKey(),

@@ -354,14 +354,15 @@ export class Agent {
         if (!w.secrets.get(name, this.o.namespace)) rt.secrets.delete(name);
     }
     // The cutover instant is a timer of its own: the switch must not wait for the next measurement.
-    const wake = cutoverAt === undefined ? Infinity : Math.max(1, cutoverAt - this.clock.now());
-    return { requeueAfterMs: Math.min(this.probeIntervalMs, wake) };
+    const wake = Math.min(cutoverAt ?? Infinity, pass.wakeAt ?? Infinity);
+    return {
+      requeueAfterMs: Math.min(
+        this.probeIntervalMs,
+        wake === Infinity ? Infinity : Math.max(1, wake - this.clock.now()),
+      ),
+    };
   }
 
-  /**
-   * One pass: work out the epoch to run and every key for it (local only), then change the device in one tight
-   * sequence, read it back, measure and report. Returns the cutover instant to wake up for, if one is ahead.
-   */
   /**
    * One pass: work out the epoch to run and every key for it (local only), then change the device in one tight
    * sequence, read it back, measure and report. Returns the cutover instant to wake up for, if one is ahead.
@@ -430,6 +431,12 @@ export class Agent {
 
     // 4. Read-back and measurement, then the report (report.ts).
     const deviceOk = this.program.readBack(p, state, plan, ownKey, byNode);
+    try {
+      await this.program.kickStalled(p, plan, ownKey, byNode);
+    } catch (err) {
+      // A kick is an optimisation over WireGuard's own retry: a failure is logged, the pass goes on.
+      log.warn({ err: describeError(err) }, 'restarting a stalled handshake failed');
+    }
     const ready = deviceReady({
       device: device.name,
       ok: deviceOk,

@@ -27,6 +27,8 @@ export interface AppliedPeer {
   configuredAt: number | undefined;
   /** when this agent last wrote the peer to the device for any reason */
   reconfiguredAt: number | undefined;
+  /** when this agent last restarted the handshake with the peer (peerstate.ts, shouldKickHandshake) */
+  kickedAt?: number;
 }
 
 /** What this agent knows about one overlay's device between passes (lost on restart, rebuilt by adoption). */
@@ -91,6 +93,8 @@ export interface Pass {
   rt: OverlayRuntime;
   w: OverlayWatch;
   usedSealed: Set<string>;
+  /** the earliest instant a phase wants the next pass at (e.g. to look at a pending handshake again) */
+  wakeAt?: number;
 }
 
 /** Zeroes and forgets every opened key. */

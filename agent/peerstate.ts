@@ -57,3 +57,55 @@ export function assessHandshake(o: HandshakeObservation): Assessment {
 export function needsProbe(a: Assessment, now: number): boolean {
   return a.state !== 'Encrypted' || a.handshakeAt === undefined || now - a.handshakeAt >= REKEY_AFTER_MS;
 }
+
+/**
+ * Two ends that send handshake initiations at the same instant (both switch keys at a cutover and both have
+ * traffic) can each consume the other's initiation before its own is answered: both become responders, both
+ * drop the response to their own initiation, and neither has a session to send with. WireGuard leaves that
+ * state only when its own initiation is retried, REKEY_TIMEOUT (5 s) later: a 5 s stall (wireguard-go
+ * device/receive.go, ConsumeMessageResponse wants handshakeInitiationCreated). The agent restarts the
+ * handshake itself: a peer with no handshake under its current keys KICK_AFTER_MS after they were applied is
+ * re-created on the device (a new peer starts a new handshake at once) and probed.
+ */
+export const KICK_AFTER_MS = 1000;
+/**
+ * Kicks stop this long after the keys were applied: by then WireGuard has retried on its own (REKEY_TIMEOUT),
+ * and a peer still silent is down or not switched yet, which its own first packet resolves.
+ */
+export const KICK_WINDOW_MS = 5000;
+
+export interface KickObservation {
+  now: number;
+  assessment: { state: string; handshakeAt?: number | undefined };
+  /** when the peer's current keys were applied (undefined: adopted, nothing to restart) */
+  configuredAt: number | undefined;
+  /** when this agent last restarted the handshake with the peer */
+  kickedAt: number | undefined;
+  ownPublicKey: string;
+  peerPublicKey: string;
+}
+
+/**
+ * Whether to restart the handshake with a peer now. Only one end of a pair kicks (the one whose public key
+ * sorts first: both ends compare the same two keys), so two kicks never cross the way the stalled initiations
+ * did.
+ */
+export function shouldKickHandshake(o: KickObservation): boolean {
+  if (o.assessment.state !== 'Handshaking' || o.assessment.handshakeAt !== undefined) return false;
+  if (o.configuredAt === undefined) return false;
+  if (!(o.ownPublicKey < o.peerPublicKey)) return false;
+  const age = o.now - o.configuredAt;
+  if (age < KICK_AFTER_MS || age >= KICK_WINDOW_MS) return false;
+  return o.kickedAt === undefined || o.now - o.kickedAt >= KICK_AFTER_MS;
+}
+
+/**
+ * When the agent should look at a peer again to decide on a kick: a peer still waiting for its first
+ * handshake inside the kick window is looked at every KICK_AFTER_MS / 4; undefined when nothing is pending.
+ */
+export function kickRecheckAt(o: Omit<KickObservation, 'kickedAt'>): number | undefined {
+  if (o.assessment.state !== 'Handshaking' || o.assessment.handshakeAt !== undefined) return undefined;
+  if (o.configuredAt === undefined || !(o.ownPublicKey < o.peerPublicKey)) return undefined;
+  if (o.now - o.configuredAt >= KICK_WINDOW_MS) return undefined;
+  return o.now + KICK_AFTER_MS / 4;
+}

@@ -2,12 +2,12 @@
 // (private key, removed peers, added or changed peers, probes, routes), with no API call in between: at a
 // cutover this is the gap in traffic. Only what differs is written (peerDiff); the read-back then checks that
 // the device holds what was intended and measures every peer.
-import { assessHandshake, needsProbe } from './peerstate.js';
+import { assessHandshake, kickRecheckAt, needsProbe, shouldKickHandshake } from './peerstate.js';
 import type { NodeTunnel } from '../api/v1alpha1/nodetunnel.types.js';
 import type { DesiredDevice, DesiredPeer } from '../lib/contract/device.js';
 import { fingerprint } from '../lib/keys.js';
 import { describeError } from '../lib/kube.js';
-import type { DeviceState, PeerState as DevicePeer } from './device/device.js';
+import type { DeviceState, PeerConfig, PeerState as DevicePeer } from './device/device.js';
 import { normalizePrefix } from './device/wgcli.js';
 import type { OwnKey, Pass, PeerPlan, PskResult } from './pass.js';
 import { peerConfig, peerDiff, verifyPeer } from './peerplan.js';
@@ -182,13 +182,7 @@ export class DeviceProgram {
     // ping does not make WireGuard re-handshake a live session), so its handshake still counts.
     const keysChanged = !current || (current.presharedKeyFingerprint !== pskFingerprint && !keepSessions);
     if (changed) {
-      await rt.device.upsertPeer({
-        publicKey: peer.publicKey,
-        ...(psk.kind === 'ok' ? { presharedKey: psk.key } : {}),
-        endpoint: peer.endpoint,
-        allowedIPs: peer.allowedIPs,
-        persistentKeepalive: peer.persistentKeepalive,
-      });
+      await rt.device.upsertPeer(deviceWrite(peer, psk));
       p.log.info(
         {
           peer: peer.node,
@@ -209,7 +203,46 @@ export class DeviceProgram {
       // a peer adopted from the device counts handshakes since our own key was set (unknown: any)
       configuredAt: keysChanged ? now : known ? known.configuredAt : rt.keyChangedAt,
       reconfiguredAt: changed ? now : (known?.reconfiguredAt ?? rt.keyChangedAt),
+      // new keys start a new handshake: earlier kicks were for the keys before
+      ...(!keysChanged && known?.kickedAt !== undefined ? { kickedAt: known.kickedAt } : {}),
     });
+  }
+
+  /**
+   * Restarts the handshake with every intended peer that shouldKickHandshake picks (peerstate.ts: two
+   * initiations that crossed leave both ends without a session for 5 s), and asks for the next pass in time
+   * to look at peers still waiting. Runs after readBack, which judged every peer into `plan.evals`.
+   */
+  async kickStalled(p: Pass, plan: PeerPlan, ownKey: OwnKey, byNode: Map<string, NodeTunnel>): Promise<void> {
+    const { rt, log, now } = p;
+    for (const [publicKey, { peer, psk }] of plan.intended) {
+      const judged = plan.evals.get(peer.node);
+      const applied = rt.peers.get(publicKey);
+      if (!judged || !applied) continue;
+      const seen = {
+        now,
+        assessment: judged,
+        configuredAt: applied.configuredAt,
+        ownPublicKey: ownKey.publicKey,
+        peerPublicKey: publicKey,
+      };
+      const recheck = kickRecheckAt(seen);
+      if (recheck !== undefined) p.wakeAt = Math.min(p.wakeAt ?? Infinity, recheck);
+      if (!shouldKickHandshake({ ...seen, kickedAt: applied.kickedAt })) continue;
+      // A new peer object has no handshake state and no rate limit: the probe starts a handshake at once.
+      await rt.device.removePeer(publicKey);
+      await rt.device.upsertPeer(deviceWrite(peer, psk));
+      applied.kickedAt = applied.reconfiguredAt = now;
+      this.probe(p, peer.node, byNode.get(peer.node)?.spec.address, true);
+      log.info(
+        {
+          peer: peer.node,
+          peerKey: fingerprint(publicKey),
+          sinceKeysMs: applied.configuredAt === undefined ? undefined : now - applied.configuredAt,
+        },
+        'handshake restarted',
+      );
+    }
   }
 
   /** Pings the peer through the tunnel; `force` even while an earlier probe is in flight (a cutover). */
@@ -227,4 +260,15 @@ export class DeviceProgram {
     const underlay = (await this.underlayMtu(endpointHost(endpoint))) ?? DEFAULT_UNDERLAY_MTU;
     return Math.max(576, underlay - WIREGUARD_OVERHEAD);
   }
+}
+
+/** The device write of one intended peer. */
+function deviceWrite(peer: DesiredPeer, psk: PskResult): PeerConfig {
+  return {
+    publicKey: peer.publicKey,
+    ...(psk.kind === 'ok' ? { presharedKey: psk.key } : {}),
+    endpoint: peer.endpoint,
+    allowedIPs: peer.allowedIPs,
+    persistentKeepalive: peer.persistentKeepalive,
+  };
 }

@@ -203,6 +203,7 @@ describe('compact rows', () => {
 
   test('TunnelPeerRows.strip drops the peer list from the object and keeps it as a row', () => {
     const rows = new TunnelPeerRows();
+    for (const node of ['b', 'c', 'd', 'x']) rows.strip({ spec: { nodeName: node } }); // the members
     const raw = {
       metadata: { name: 'ovl.a', resourceVersion: '7' },
       status: {
@@ -226,5 +227,32 @@ describe('compact rows', () => {
     expect(rows.rowOf(unstripped)).toBe(rows.rowOf(unstripped)); // remembered
     const plain = { metadata: { name: 'no-status' } };
     expect(rows.strip(plain)).toBe(plain);
+  });
+
+  test('TunnelPeerRows: names an agent invents get no number and no room in any row (S7)', () => {
+    const rows = new TunnelPeerRows();
+    for (const node of ['a', 'b']) rows.strip({ spec: { nodeName: node } });
+    let last: object | undefined;
+    // 20 writes of 4,096 invented names each (the CRD's maxItems), the way a hostile agent would repeat them
+    for (let w = 0; w < 20; w++) {
+      const peers = [enc('b'), ...Array.from({ length: 4096 }, (_, i) => enc(`ghost-${w}-${i}`))];
+      last = rows.strip({ spec: { nodeName: 'a' }, status: { peers } });
+      const row = rows.rowOf(last)!;
+      expect(row.length).toBeLessThanOrEqual(2);
+      expect(rowHasEncryptedAt(row, 1)).toBe(true);
+    }
+    expect(rows.ids.size).toBe(2);
+  });
+
+  test('TunnelPeerRows: a peer reported before its own tunnel was seen counts once it is', () => {
+    const rows = new TunnelPeerRows();
+    // a relist delivers a's tunnel (reporting b) before b's tunnel
+    const a = rows.strip({ spec: { nodeName: 'a' }, status: { peers: [enc('b', 3)] } });
+    expect(rowHasEncryptedAt(rows.rowOf(a)!, 3)).toBe(false);
+    rows.strip({ spec: { nodeName: 'b' } });
+    const row = rows.rowOf(a)!;
+    expect(row[rows.ids.get('b')!]).toBeGreaterThan(0);
+    expect(rowHasEncryptedAt(row, 3)).toBe(true);
+    expect(rows.rowOf(a)).toBe(row); // folded once, remembered
   });
 });

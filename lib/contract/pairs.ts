@@ -262,31 +262,75 @@ function isPeerReport(p: unknown): p is SideReport['peers'][number] {
  * cached NodeTunnel and remembers it as a row of the object: at 1,000 nodes a tunnel's peer list is ~130 KB
  * of JSON (130 MB for the overlay, all of it garbage-collected again on every change), its row 8 KB.
  * Rows live as long as the object they belong to.
+ *
+ * Bounded by membership (security review S7): a name gets a number only as the `spec.nodeName` of a
+ * NodeTunnel (which only the operator creates) or as a member in a pair walk, never because an agent reported
+ * it. A reported name without a number is kept aside with its object (at most the CRD's 4,096 entries, freed
+ * with the object) and joins the row once the name becomes a member: a relist may deliver a tunnel before the
+ * tunnel of a peer it reports. Random names written by an agent therefore grow neither the shared numbers nor
+ * the rows.
  */
 export class TunnelPeerRows {
   readonly ids = new NodeIds();
   private readonly rows = new WeakMap<object, PeerRow>();
+  /** reported peers that were no member yet when the row was built: name -> code */
+  private readonly aside = new WeakMap<object, Map<string, number>>();
 
   /** The object without status.peers (its row remembered); an object without peers is returned as is. */
   readonly strip = <T extends object>(obj: T): T => {
+    const own = (obj as { spec?: { nodeName?: unknown } }).spec?.nodeName;
+    if (typeof own === 'string' && own !== '') this.ids.id(own);
     const status = (obj as { status?: Record<string, unknown> }).status;
     if (!Array.isArray(status?.peers)) return obj;
-    const row = peerRow(this.ids, (status.peers as unknown[]).filter(isPeerReport));
     const rest = { ...status };
     delete rest.peers;
     const out = { ...obj, status: rest };
-    this.rows.set(out, row);
+    this.remember(out, status.peers as unknown[]);
     return out;
   };
 
   /** The row of a tunnel object: remembered by strip, or built from its status.peers now (and remembered). */
   rowOf(obj: object): PeerRow | undefined {
     const known = this.rows.get(obj);
-    if (known) return known;
+    if (known) return this.fold(obj, known);
     const peers = (obj as { status?: { peers?: unknown } }).status?.peers;
     if (!Array.isArray(peers)) return undefined;
-    const row = peerRow(this.ids, peers.filter(isPeerReport));
+    return this.remember(obj, peers);
+  }
+
+  private remember(obj: object, peers: unknown[]): PeerRow {
+    const row = new Float64Array(this.ids.size);
+    let aside: Map<string, number> | undefined;
+    for (const p of peers) {
+      if (!isPeerReport(p)) continue;
+      const code = encodeSide(p.state, p.epoch);
+      const id = this.ids.get(p.node);
+      if (id !== undefined) row[id] = code;
+      else (aside ??= new Map()).set(p.node, code);
+    }
     this.rows.set(obj, row);
+    if (aside) this.aside.set(obj, aside);
     return row;
+  }
+
+  /** Moves reports of names that became members since into the row (a longer row if needed). */
+  private fold(obj: object, row: PeerRow): PeerRow {
+    const aside = this.aside.get(obj);
+    if (!aside) return row;
+    let out = row;
+    for (const [name, code] of aside) {
+      const id = this.ids.get(name);
+      if (id === undefined) continue;
+      if (id >= out.length) {
+        const longer = new Float64Array(this.ids.size);
+        longer.set(out);
+        out = longer;
+      }
+      out[id] = code;
+      aside.delete(name);
+    }
+    if (aside.size === 0) this.aside.delete(obj);
+    if (out !== row) this.rows.set(obj, out);
+    return out;
   }
 }

@@ -13,7 +13,7 @@ test('the API server defaults are zod defaults too', () => {
   if (!r.ok) throw new Error(r.error);
   expect(r.value.spec).toEqual({
     addressPool: '10.99.0.0/16',
-    listenPort: 51820,
+    listenPort: 51890,
     persistentKeepalive: '25s',
     routePodCIDRs: true,
     keys: { custody: 'Node', presharedKeys: 'PerPair' },

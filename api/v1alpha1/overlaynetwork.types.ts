@@ -29,7 +29,12 @@ export const MAX_PERSISTENT_KEEPALIVE = '65535s';
 export const MIN_MTU = 576;
 export const MIN_MTU_IPV6 = 1280;
 export const MAX_MTU = 9000;
-export const DEFAULT_LISTEN_PORT = 51820;
+/**
+ * Default WireGuard port: clear of 51820 and 51821 (WireGuard's conventional port, taken for IPv4 and IPv6 by
+ * Calico, Flannel, Kilo and Talos KubeSpan) and of 51871 (Cilium), so sealmesh can run beside any of them
+ * while a cluster migrates.
+ */
+export const DEFAULT_LISTEN_PORT = 51890;
 
 function cadenceShape(what: string) {
   return {
@@ -142,7 +147,11 @@ export const OverlayNetworkSpecSchema = withRules(
         .min(1)
         .max(65535)
         .default(DEFAULT_LISTEN_PORT)
-        .describe('UDP port WireGuard listens on, on every node.'),
+        .describe(
+          `UDP port WireGuard listens on, on every node. Default ${DEFAULT_LISTEN_PORT}: clear of 51820 and 51821 ` +
+            '(used by Calico, Flannel, Kilo and Talos KubeSpan) and 51871 (Cilium), so sealmesh can run beside ' +
+            'them during a migration. Two overlays on one node need different ports.',
+        ),
       mtu: z
         .int32()
         .min(MIN_MTU)

@@ -174,7 +174,7 @@ describe('the sealmesh CRDs', () => {
       'AGE',
     ]);
     const spec = (v.schema as { openAPIV3Schema: JSONSchemaProps }).openAPIV3Schema.properties!.spec!;
-    expect(spec.properties!.listenPort!.default).toBe(51820);
+    expect(spec.properties!.listenPort!.default).toBe(51890);
     expect(spec.properties!.persistentKeepalive!.default).toBe('25s');
     expect(spec.properties!.routePodCIDRs!.default).toBe(true);
     expect(spec.properties!.paused!.default).toBe(false);

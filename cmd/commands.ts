@@ -169,6 +169,8 @@ async function status(custom: CustomObjectsApi, only: string | undefined, colour
       `OverlayNetwork ${name}: ${nodes.length} nodes, ${summary.encrypted}/${summary.total} pairs encrypted, ` +
         `epoch ${o.status?.epoch ?? 0}, Ready=${ready?.status ?? 'Unknown'}${ready ? ` (${ready.reason})` : ''}\n`,
     );
+    const degraded = o.status?.conditions?.find((c) => c.type === 'Degraded' && c.status === 'True');
+    if (degraded) process.stdout.write(`  Degraded: ${degraded.reason}: ${degraded.message}\n`);
     if (nodes.length > 1) process.stdout.write(`${renderMatrix(nodes, summary.pairs, colour)}\n`);
     for (const p of summary.pairs.filter((x) => x.state !== 'Encrypted')) {
       process.stdout.write(`  ${p.a} <-> ${p.b}: ${p.state}: ${p.reason}\n`);

@@ -23,6 +23,7 @@ import { keySecretReplaced } from '../plan/events.js';
 import type { Member } from '../plan/keysecret.js';
 import { desiredTunnels, nodeView } from '../plan/tunnels.js';
 import { NotLeaderError } from '../writer.js';
+import { applyConflicts, otherOverlays } from './overlaynetwork.conflicts.js';
 import { finalize } from './overlaynetwork.finalize.js';
 import { KeySecrets } from './overlaynetwork.keysecrets.js';
 import { PairTracker } from './overlaynetwork.pairs.js';
@@ -177,13 +178,27 @@ export class OverlayNetworkController {
       new Map([...existing].map(([node, t]) => [node, t.spec.address])),
     );
 
+    // Conflicts (duplicated keys, overlapping CIDRs, another overlay on the port): reported, and what they
+    // touch is neither sealed to nor routed.
+    const conflicts = applyConflicts(
+      scope,
+      desired,
+      nodes,
+      existing,
+      otherOverlays(name, this.deps.overlays.list(), nodes),
+    );
+    if (conflicts.problems.length > 0)
+      log.warn({ conflicts: conflicts.problems }, 'conflicts in the overlay');
+
     // Keys first: in Operator custody the tunnel spec carries the public key of the sealed private key.
     const members: Member[] = [...existing.values()]
       .filter((t) => desired.tunnels.has(t.spec.nodeName))
       .map((t) => ({
         name: t.spec.nodeName,
         createdAt: t.metadata.creationTimestamp as string | undefined,
-        envelopePublicKey: t.status?.envelopePublicKey,
+        envelopePublicKey: conflicts.sharedEnvelopeKeys.has(t.spec.nodeName)
+          ? undefined
+          : t.status?.envelopePublicKey,
       }));
     const lost = scope.rotation ? [] : await this.keySecrets.lost(scope, members, existing, rows);
     if (lost.length > 0) {
@@ -207,6 +222,7 @@ export class OverlayNetworkController {
         addressPool: spec.addressPool,
         unusable: desired.unusable,
         exhausted: desired.exhausted,
+        conflicts: conflicts.problems,
         pairs,
       },
       scope.now,

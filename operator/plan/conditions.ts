@@ -21,6 +21,8 @@ export interface ConditionFacts {
   addressPool: string;
   unusable: Array<{ node: string; reason: string }>;
   exhausted: string[];
+  /** conflicts between members or with other overlays (plan/conflicts.ts), in the order found */
+  conflicts?: ReadonlyArray<{ reason: string; message: string }>;
   pairs: { total: number; encrypted: number; degraded: number };
 }
 
@@ -38,6 +40,11 @@ export const poolExhausted: Check = (f) =>
         reason: 'AddressPoolExhausted',
         message: `address pool ${f.addressPool} is exhausted: no address for ${listNames(f.exhausted)}`,
       }
+    : undefined;
+
+export const conflicting: Check = (f) =>
+  f.conflicts && f.conflicts.length > 0
+    ? { reason: f.conflicts[0]!.reason, message: f.conflicts.map((c) => c.message).join('; ') }
     : undefined;
 
 export const nodeUnusable: Check = (f) =>
@@ -61,7 +68,7 @@ export const rotationAborted: Check = (f) =>
     : undefined;
 
 /** The checks that make Ready False, in order; the first names the reason. */
-export const READY_CHECKS: readonly Check[] = [poolExhausted, nodeUnusable, pairsDegraded];
+export const READY_CHECKS: readonly Check[] = [conflicting, poolExhausted, nodeUnusable, pairsDegraded];
 /** The checks that make Degraded True, in order: Degraded's reason is the first hit, its message all hits. */
 export const DEGRADED_CHECKS: readonly Check[] = [...READY_CHECKS, rotationAborted];
 

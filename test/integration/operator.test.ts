@@ -18,6 +18,7 @@ import {
   OVERLAY_NETWORK_PLURAL,
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
+import { DEFAULT_LISTEN_PORT } from '../../api/v1alpha1/overlaynetwork.types.js';
 import { decodeKeySecretData, keySecretName, keySecretNameAt } from '../../lib/contract/keysecret.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import { FINALIZER } from '../../operator/controllers/overlaynetwork.controller.js';
@@ -239,9 +240,9 @@ test('an overlay becomes one NodeTunnel per selected node with unique addresses 
   expect(new Set(tunnels.map((t) => t.spec.address)).size).toBe(3);
   expect(byNode.get(nodeName(2))).toMatchObject({
     overlay: OVL,
-    endpoint: '198.18.0.2:51820',
+    endpoint: `198.18.0.2:${DEFAULT_LISTEN_PORT}`,
     allowedIPs: expect.arrayContaining(['10.244.2.0/24']) as unknown,
-    listenPort: 51820,
+    listenPort: DEFAULT_LISTEN_PORT,
     epoch: 1,
     secretRef: { namespace, name: keySecretName(OVL, nodeName(2)) },
   });
@@ -447,6 +448,8 @@ test('pool exhaustion is a Degraded condition naming the pool', async () => {
   await createOverlay(small, {
     nodeSelector: { matchLabels: { 'sealmesh.io/member': run } },
     addressPool: '100.65.0.0/30',
+    // on the same nodes as OVL: a port of its own, or the first problem would be a PortConflict
+    listenPort: DEFAULT_LISTEN_PORT + 1,
   });
   const o = await until('AddressPoolExhausted', async () => {
     const o = await getOverlay(small);

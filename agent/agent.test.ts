@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -493,6 +493,58 @@ test('a PSK not sealed by the operator is refused and the peer is not added', as
   expect(world.allLogs()).toContain(bad.fingerprint);
   for (const psk of world.psks.values())
     expect(world.allLogs()).not.toContain(Buffer.from(psk).toString('base64'));
+});
+
+test("the operator's sealing key is pinned on first use: a replaced identity is reported, never followed", async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  world.sealPair('b', 'b');
+  await waitUntil('b configured', () => world.peerEntry('b')?.state === 'Handshaking');
+  const pinnedFile = join(world.stateDir, 'operator.pub');
+  expect((await readFile(pinnedFile, 'utf8')).trim()).toBe(
+    Buffer.from(world.operator.publicKey).toString('base64'),
+  );
+  expect((await stat(pinnedFile)).mode & 0o777).toBe(0o600);
+
+  // someone who can write the ConfigMap publishes their own key and seals c's PSK with it
+  const rogue = newBoxKeyPair();
+  const publish = (key: Uint8Array): void => {
+    world.api.put(configMapsPath(NS), {
+      metadata: { name: IDENTITY_NAME, namespace: NS },
+      data: { [IDENTITY_PUBLIC_KEY]: Buffer.from(key).toString('base64') },
+    });
+  };
+  publish(rogue.publicKey);
+  world.sealPair('c', 'c', rogue);
+  await waitUntil(
+    'OperatorKeyChanged reported',
+    () => world.status().conditions?.find((c) => c.type === 'OperatorKeyTrusted')?.status === 'False',
+  );
+  const cond = world.status().conditions!.find((c) => c.type === 'OperatorKeyTrusted')!;
+  expect(cond.reason).toBe('OperatorKeyChanged');
+  expect(cond.message).toContain(fingerprint(rogue.publicKey));
+  expect(cond.message).toContain(fingerprint(world.operator.publicKey));
+  await waitUntil('c refused', () => world.peerEntry('c')?.state === 'KeyMismatch');
+  // b's PSK, sealed by the real operator, still opens with the pinned key
+  expect(world.peerEntry('b')?.state).toBe('Handshaking');
+
+  // a restarted agent keeps the pin
+  await world.agent.stop();
+  world.agent = world.newAgent();
+  await world.agent.start();
+  await world.idle();
+  expect(world.peerEntry('c')?.state).toBe('KeyMismatch');
+  expect(world.status().conditions?.find((c) => c.type === 'OperatorKeyTrusted')?.reason).toBe(
+    'OperatorKeyChanged',
+  );
+
+  // the operator restores its identity: the condition goes
+  await world.passAfter(() => publish(world.operator.publicKey));
+  await waitUntil(
+    'condition gone',
+    () => world.status().conditions?.some((c) => c.type === 'OperatorKeyTrusted') === false,
+  );
 });
 
 test('PerPair without a PSK yet: the peer waits; Disabled: peers are added without one', async () => {

@@ -323,6 +323,7 @@ export class Agent {
       return;
     }
     const ownStatus = parsed.value.status;
+    const operatorKey = await this.material.operatorKey();
     const pass: Pass = {
       overlay,
       log,
@@ -331,7 +332,8 @@ export class Agent {
       tunnel: parsed.value,
       custody: ov.value.spec.keys.custody,
       presharedKeys: ov.value.spec.keys.presharedKeys,
-      operatorKey: this.material.operatorKey(),
+      operatorKey: operatorKey.key,
+      operatorKeyProblem: operatorKey.problem,
       view: epochView(ovStatus.data, parsed.value.spec.epoch, now),
       current: rt.epoch ?? ownStatus?.appliedEpoch,
       rt,

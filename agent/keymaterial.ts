@@ -17,7 +17,7 @@ import type { Informer } from '../lib/runtime/informer.js';
 import type { RawObject } from '../lib/runtime/rest.js';
 import { unseal, type BoxKeyPair } from '../lib/seal.js';
 import type { RotationScope } from './epoch.js';
-import type { KeyStore } from './keystore.js';
+import { OPERATOR_KEY_FILE, type KeyStore } from './keystore.js';
 import type { KeyResult, OwnKey, Pass, PskResult } from './pass.js';
 import { peerTunnels } from './peerplan.js';
 
@@ -30,6 +30,10 @@ export class KeyMaterial {
     private readonly envelope: () => BoxKeyPair | undefined,
     private readonly log: Logger,
   ) {}
+
+  private pinned: Uint8Array | undefined;
+  private pinLoaded = false;
+  private warnedAbout: string | undefined;
 
   /**
    * Step 1 of a pass, local only: the epoch to run and this node's key for it. Staging prepares the rotation's
@@ -69,7 +73,8 @@ export class KeyMaterial {
     return { run, own, next, staged };
   }
 
-  operatorKey(): Uint8Array | undefined {
+  /** The key the operator publishes in its identity ConfigMap, if valid. */
+  private publishedOperatorKey(): Uint8Array | undefined {
     const cm = this.identity.get(IDENTITY_NAME, this.namespace) as
       { data?: Record<string, string> } | undefined;
     const raw = cm?.data?.[IDENTITY_PUBLIC_KEY];
@@ -80,6 +85,44 @@ export class KeyMaterial {
       this.log.warn({ err: describeError(err) }, 'operator identity ConfigMap holds no valid public key');
       return undefined;
     }
+  }
+
+  /**
+   * The operator's sealing key, pinned on first use (trust on first use, kept in the state dir): sealed
+   * material opens only with it. A different published key is not followed; it is reported as `problem`
+   * (someone who can write the ConfigMap must not be able to make this node accept material sealed by them).
+   */
+  async operatorKey(): Promise<{ key: Uint8Array | undefined; problem?: string }> {
+    if (!this.pinLoaded) {
+      this.pinned = await this.keys.pinnedOperatorKey();
+      this.pinLoaded = true;
+    }
+    const published = this.publishedOperatorKey();
+    if (!this.pinned) {
+      if (!published) return { key: undefined };
+      await this.keys.pinOperatorKey(published);
+      this.pinned = published;
+      this.log.info({ sealingKey: fingerprint(published) }, "operator's sealing key pinned");
+      return { key: published };
+    }
+    if (published && Buffer.compare(Buffer.from(published), Buffer.from(this.pinned)) !== 0) {
+      const fp = fingerprint(published);
+      if (this.warnedAbout !== fp) {
+        this.warnedAbout = fp;
+        this.log.warn(
+          { published: fp, pinned: fingerprint(this.pinned) },
+          "the operator's published sealing key is not the pinned one; keeping the pinned key",
+        );
+      }
+      return {
+        key: this.pinned,
+        problem:
+          `the operator identity publishes sealing key ${fp}, not ${fingerprint(this.pinned)} which this ` +
+          `node pinned on first use: only material sealed by the pinned key is opened (if the operator's ` +
+          `identity was replaced on purpose, remove ${OPERATOR_KEY_FILE} from the agent's state dir on every node)`,
+      };
+    }
+    return { key: this.pinned };
   }
 
   secretPayload(p: Pass, name: string): KeySecretPayload | undefined {

@@ -8,6 +8,8 @@ import { generateKeyPair, publicKeyOf, validateKey, type RandomBytes, type WgKey
 import { boxKeyPairFromSecret, newBoxKeyPair, type BoxKeyPair } from '../lib/seal.js';
 
 const ENVELOPE_FILE = 'envelope.key';
+/** The operator's sealing public key, pinned on first use (issue #14 item 2). */
+export const OPERATOR_KEY_FILE = 'operator.pub';
 const OVERLAYS_DIR = 'overlays';
 const KEY_FILE = /^wg-(\d+)\.key$/;
 // Overlay names are DNS-1123 labels (they are label values); anything else must not become a path.
@@ -33,6 +35,16 @@ export class KeyStore {
     const fresh = this.random ? newBoxKeyPair(this.random) : newBoxKeyPair();
     await writeKeyFile(path, fresh.secretKey);
     return fresh;
+  }
+
+  /** The operator's sealing public key this node pinned, or undefined before the first one was seen. */
+  async pinnedOperatorKey(): Promise<Uint8Array | undefined> {
+    return readKeyFile(join(this.dir, OPERATOR_KEY_FILE));
+  }
+
+  /** Pins the operator's sealing public key: from now on only material sealed by it is opened. */
+  async pinOperatorKey(key: Uint8Array): Promise<void> {
+    await writeKeyFile(join(this.dir, OPERATOR_KEY_FILE), key);
   }
 
   private overlayDir(overlay: string): string {

@@ -87,6 +87,8 @@ export interface Pass {
   custody: Custody;
   presharedKeys: 'PerPair' | 'Disabled';
   operatorKey: Uint8Array | undefined;
+  /** why the operator's published key is not trusted (it differs from the pinned one) */
+  operatorKeyProblem?: string | undefined;
   view: EpochView;
   /** the epoch the device runs at the start of the pass (undefined: never programmed) */
   current: number | undefined;

@@ -105,6 +105,20 @@ export class StatusReport {
             };
     let conditions = setCondition(base.conditions, { ...ready, observedGeneration: generation }, now);
     conditions = setCondition(conditions, { ...encryptedCond, observedGeneration: generation }, now);
+    // Present only while the operator's published key is not the pinned one (keymaterial.ts, operatorKey).
+    conditions = p.operatorKeyProblem
+      ? setCondition(
+          conditions,
+          {
+            type: 'OperatorKeyTrusted',
+            status: 'False',
+            reason: 'OperatorKeyChanged',
+            message: p.operatorKeyProblem,
+            observedGeneration: generation,
+          },
+          now,
+        )
+      : conditions.filter((c) => c.type !== 'OperatorKeyTrusted');
     const status: NodeTunnelStatus = {
       observedGeneration: ready.status === 'True' ? generation : base.observedGeneration,
       envelopePublicKey: this.envelopePublicKey(),

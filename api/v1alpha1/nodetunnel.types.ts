@@ -153,7 +153,9 @@ export const NodeTunnelStatusSchema = z
       .max(32)
       .optional()
       .describe('Encrypted peers over all peers, e.g. 3/3 (the PEERS column).'),
-    conditions: conditions('Ready and Encrypted.').optional(),
+    conditions: conditions(
+      'Ready and Encrypted; OperatorKeyTrusted=False while the operator publishes a sealing key other than the one this node pinned on first use.',
+    ).optional(),
   })
   .describe('Observed state of the tunnel, written by the agent on its node only.');
 

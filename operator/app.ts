@@ -20,7 +20,7 @@ import {
 } from './controllers/overlaynetwork.controller.js';
 import { TunnelPeerRows } from '../lib/contract/pairs.js';
 import type { RotationTimings } from './plan/rotation.js';
-import { loadOrCreateIdentity } from './identity.js';
+import { loadOrCreateIdentity, watchPublishedIdentity } from './identity.js';
 import { operatorMetrics } from './metrics.js';
 import { KubeOperatorWriter, type WriteCounter } from './writer.js';
 
@@ -46,6 +46,8 @@ export interface OperatorOptions {
   statusIntervalMs?: number | undefined;
   /** how long NodeTunnel events are batched before a pass (default TUNNEL_EVENT_DELAY_MS) */
   tunnelEventDelayMs?: number;
+  /** how often the leader checks that its published sealing key is still its own (default 30 s) */
+  identityCheckMs?: number;
 }
 
 export interface Operator {
@@ -152,6 +154,14 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     sealer: new Sealer(identity.keyPair),
     logger: log,
   });
+  const stopIdentityChecks = watchPublishedIdentity({
+    core: o.kc.makeApiClient(CoreV1Api),
+    namespace: keyNamespace,
+    identity,
+    intervalMs: o.identityCheckMs ?? 30_000,
+    logger: log,
+    active: () => manager.isActive() && (manager.leader?.isLeader() ?? true),
+  });
   controller.setupWithManager(manager, {
     concurrency: o.concurrency,
     tunnelEventDelayMs: o.tunnelEventDelayMs,
@@ -161,6 +171,7 @@ export async function createOperator(o: OperatorOptions): Promise<Operator> {
     controller,
     start: () => manager.start(),
     stop: async () => {
+      stopIdentityChecks();
       await manager.stop('shutdown');
       opMetrics.stop();
     },

@@ -8,6 +8,7 @@ import { boxKeyPairFromSecret, newBoxKeyPair, type BoxKeyPair } from '../lib/sea
 import { fingerprint } from '../lib/keys.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../lib/contract/identity.js';
 import { describeError, isAlreadyExists, isNotFound } from '../lib/kube.js';
+import type { Logger } from '../lib/log.js';
 
 const SECRET_KEY = 'sealingSecretKey';
 
@@ -68,15 +69,25 @@ export async function loadOrCreateIdentity(
   return { keyPair, publicKey, fingerprint: fingerprint(keyPair.publicKey) };
 }
 
-async function publishPublicKey(core: CoreV1Api, namespace: string, publicKey: string): Promise<void> {
+/**
+ * Publishes (or restores) the public half in the ConfigMap agents read. Resolves to true when it had to write:
+ * the ConfigMap was missing or held another key (agents that pinned the real key report the change; the
+ * operator puts it back, see watchPublishedIdentity).
+ */
+export async function publishPublicKey(
+  core: CoreV1Api,
+  namespace: string,
+  publicKey: string,
+): Promise<boolean> {
   try {
     const cm = await core.readNamespacedConfigMap({ namespace, name: IDENTITY_NAME });
-    if (cm.data?.[IDENTITY_PUBLIC_KEY] === publicKey) return;
+    if (cm.data?.[IDENTITY_PUBLIC_KEY] === publicKey) return false;
     await core.replaceNamespacedConfigMap({
       namespace,
       name: IDENTITY_NAME,
       body: { ...cm, data: { ...cm.data, [IDENTITY_PUBLIC_KEY]: publicKey } },
     });
+    return true;
   } catch (err) {
     if (!isNotFound(err))
       throw new Error(`failed to publish operator public key: ${describeError(err)}`, { cause: err });
@@ -92,5 +103,36 @@ async function publishPublicKey(core: CoreV1Api, namespace: string, publicKey: s
       if (!isAlreadyExists(e))
         throw new Error(`failed to publish operator public key: ${describeError(e)}`, { cause: e });
     }
+    return true;
   }
+}
+
+/**
+ * Checks the published identity every `intervalMs` and restores it when someone changed or deleted it; the
+ * returned function stops the checks. Failures are logged and retried at the next check.
+ */
+export function watchPublishedIdentity(o: {
+  core: CoreV1Api;
+  namespace: string;
+  identity: OperatorIdentity;
+  intervalMs: number;
+  logger: Logger;
+  active: () => boolean;
+}): () => void {
+  const timer = setInterval(() => {
+    if (!o.active()) return;
+    publishPublicKey(o.core, o.namespace, o.identity.publicKey).then(
+      (restored) => {
+        if (restored)
+          o.logger.warn(
+            { sealingKey: o.identity.fingerprint, configMap: `${o.namespace}/${IDENTITY_NAME}` },
+            "the published sealing key was changed or removed; restored the operator's own",
+          );
+      },
+      (err: unknown) =>
+        o.logger.warn({ err: describeError(err) }, 'failed to check the published sealing key'),
+    );
+  }, o.intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }

@@ -4,19 +4,24 @@ import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
-const redactPaths = [
+/** Field names that hold key material (private, pre-shared, envelope and sealing secret keys; sealed data). */
+const KEY_FIELDS = [
   'privateKey',
-  '*.privateKey',
   'presharedKey',
-  '*.presharedKey',
   'psk',
-  '*.psk',
   'secretKey',
-  '*.secretKey',
+  'sealingSecretKey',
+  'envelopeSecretKey',
+  'envelope',
+  'sealed',
   'data',
-  '*.data',
 ];
 
+/** Each key field at the top level and up to three levels down (pino's wildcards match one level each). */
+const redactPaths = KEY_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`, `*.*.*.${f}`]);
+
+export const LOG_REDACTION = { paths: redactPaths, censor: '[redacted]' };
+
 export function newLogger(name: string, level = process.env.LOG_LEVEL ?? 'info'): Logger {
-  return pino({ name, level, redact: { paths: redactPaths, censor: '[redacted]' } });
+  return pino({ name, level, redact: LOG_REDACTION });
 }

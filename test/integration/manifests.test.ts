@@ -53,3 +53,40 @@ test('the agent cannot read Secrets in the operator namespace, only in the key n
   expect(can('update', 'nodetunnels.sealmesh.io')).toBe('no');
   expect(can('create', 'secrets', 'sealmesh-keys')).toBe('no');
 });
+
+test('the agent pod is confined: RuntimeDefault seccomp, no privilege escalation, read-only root, only NET_ADMIN', () => {
+  kubectl('apply', '--server-side', '--force-conflicts', '-k', resolve(repoRoot, 'config/namespace'));
+  kubectl('apply', '--server-side', '--force-conflicts', '-k', resolve(repoRoot, 'config/crd'));
+  // as the API server stores it (defaults applied), from a server-side dry run of config/default
+  const out = JSON.parse(
+    kubectl(
+      'apply',
+      '--server-side',
+      '--force-conflicts',
+      '--dry-run=server',
+      '-o',
+      'json',
+      '-k',
+      resolve(repoRoot, 'config/default'),
+    ),
+  ) as { items: Array<{ kind: string; metadata: { name: string }; spec: Record<string, unknown> }> };
+  const ds = out.items.find((i) => i.kind === 'DaemonSet' && i.metadata.name === 'sealmesh-agent')!;
+  const pod = (ds.spec as { template: { spec: Record<string, unknown> } }).template.spec as {
+    securityContext?: { seccompProfile?: { type?: string } };
+    containers: Array<{
+      name: string;
+      securityContext?: {
+        allowPrivilegeEscalation?: boolean;
+        readOnlyRootFilesystem?: boolean;
+        capabilities?: { add?: string[]; drop?: string[] };
+      };
+    }>;
+  };
+  expect(pod.securityContext?.seccompProfile?.type).toBe('RuntimeDefault');
+  const agent = pod.containers.find((c) => c.name === 'agent')!;
+  expect(agent.securityContext).toMatchObject({
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { add: ['NET_ADMIN'], drop: ['ALL'] },
+  });
+});

@@ -547,6 +547,42 @@ test("the operator's sealing key is pinned on first use: a replaced identity is 
   );
 });
 
+test('epochs only increase: an overlay status restored to an older epoch is refused, also after a restart', async () => {
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  world.overlayStatus({ epoch: 3 });
+  await world.start();
+  await waitUntil('running epoch 3', () => world.status().appliedEpoch === 3);
+  const floorFile = join(world.stateDir, 'overlays', OVERLAY, 'epoch.json');
+  expect(JSON.parse(await readFile(floorFile, 'utf8'))).toMatchObject({ epoch: 3 });
+  const key = (await world.device().read())!.publicKey;
+
+  // an etcd restore brings status.epoch back to 2
+  await world.passAfter(() => world.overlayStatus({ epoch: 2 }));
+  await waitUntil(
+    'refused',
+    () => world.status().conditions?.find((c) => c.type === 'Ready')?.reason === 'EpochRolledBack',
+  );
+  expect(world.status().appliedEpoch).toBe(3); // what the node ran, for the operator to see
+  expect(world.status().conditions?.find((c) => c.type === 'Ready')?.message).toMatch(
+    /epoch 2 is below epoch 3, which this node already ran/,
+  );
+  expect((await world.device().read())!.publicKey).toBe(key); // the device is left as it was
+
+  // a restarted agent remembers
+  await world.agent.stop();
+  world.agent = world.newAgent();
+  await world.agent.start();
+  await world.idle();
+  expect(world.status().conditions?.find((c) => c.type === 'Ready')?.reason).toBe('EpochRolledBack');
+
+  // the operator moves on to a new epoch: applied
+  await world.passAfter(() => world.overlayStatus({ epoch: 4 }));
+  await waitUntil('running epoch 4', () => world.status().appliedEpoch === 4);
+  expect(world.status().conditions?.find((c) => c.type === 'Ready')?.reason).toBe('Applied');
+  expect(JSON.parse(await readFile(floorFile, 'utf8'))).toMatchObject({ epoch: 4 });
+});
+
 test('PerPair without a PSK yet: the peer waits; Disabled: peers are added without one', async () => {
   world = new World();
   await world.init();

@@ -379,6 +379,20 @@ export class Agent {
       return view.cutoverAt;
     }
     const ownKey = own;
+    // Epochs only increase: an overlay status restored to an older epoch would bring retired keys back.
+    const uid = (p.w.network.get(p.overlay)?.metadata as { uid?: string } | undefined)?.uid ?? '';
+    if (rt.floor === undefined) rt.floor = (await this.keys.epochFloor(p.overlay)) ?? null;
+    const floor = rt.floor && rt.floor.uid === uid ? rt.floor.epoch : undefined;
+    if (floor !== undefined && run < floor) {
+      const message =
+        `the overlay's epoch ${run} is below epoch ${floor}, which this node already ran: refusing to go back ` +
+        `to retired keys (the operator moves the overlay to a new epoch)`;
+      log.warn({ epoch: run, floor }, 'epoch rolled back; not applying it');
+      const status = this.report.notApplied(rt, p.mine, now, 'EpochRolledBack', message);
+      // what this node ran, so the operator sees status.epoch is behind (plan/rotation.ts, epochAfterRollback)
+      await this.report.publish(rt, p.mine, { ...status, appliedEpoch: floor });
+      return view.cutoverAt;
+    }
     const switching = p.current !== undefined && p.current !== run;
     // A PSK-only cutover keeps every session: the handshake of the session in use still counts.
     const keepSessions = switching && view.cutover && view.rotation?.scope === 'PresharedKeys';
@@ -429,6 +443,10 @@ export class Agent {
       throw new Error(`failed to program ${device.name}: ${describeError(err)}`, { cause: err });
     }
     rt.epoch = run;
+    if (floor === undefined || run > floor) {
+      rt.floor = { uid, epoch: run };
+      await this.keys.setEpochFloor(p.overlay, rt.floor);
+    }
     await this.material.pruneNodeKeys(p, Math.min(run, view.base));
 
     // 4. Read-back and measurement, then the report (report.ts).

@@ -11,6 +11,8 @@ const ENVELOPE_FILE = 'envelope.key';
 /** The operator's sealing public key, pinned on first use (issue #14 item 2). */
 export const OPERATOR_KEY_FILE = 'operator.pub';
 const OVERLAYS_DIR = 'overlays';
+/** The highest epoch run, per overlay (keystore.epochFloor). */
+const EPOCH_FILE = 'epoch.json';
 const KEY_FILE = /^wg-(\d+)\.key$/;
 // Overlay names are DNS-1123 labels (they are label values); anything else must not become a path.
 const OVERLAY_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -45,6 +47,39 @@ export class KeyStore {
   /** Pins the operator's sealing public key: from now on only material sealed by it is opened. */
   async pinOperatorKey(key: Uint8Array): Promise<void> {
     await writeKeyFile(join(this.dir, OPERATOR_KEY_FILE), key);
+  }
+
+  /**
+   * The highest epoch this node ran for the overlay with this UID (security review S9): read back after a
+   * restart, so an overlay status restored to an older epoch is refused, not followed.
+   */
+  async epochFloor(overlay: string): Promise<{ uid: string; epoch: number } | undefined> {
+    let text: string;
+    try {
+      text = await readFile(join(this.overlayDir(overlay), EPOCH_FILE), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    const v = JSON.parse(text) as { uid?: unknown; epoch?: unknown };
+    return typeof v.uid === 'string' && Number.isSafeInteger(v.epoch)
+      ? { uid: v.uid, epoch: v.epoch as number }
+      : undefined;
+  }
+
+  async setEpochFloor(overlay: string, floor: { uid: string; epoch: number }): Promise<void> {
+    await this.ensureOverlay(overlay);
+    const path = join(this.overlayDir(overlay), EPOCH_FILE);
+    const tmp = `${path}.tmp-${process.pid}`;
+    await rm(tmp, { force: true });
+    const fh = await open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(`${JSON.stringify(floor)}\n`);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
   }
 
   private overlayDir(overlay: string): string {

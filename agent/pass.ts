@@ -51,6 +51,8 @@ export interface OverlayRuntime {
   keptFrom?: number;
   /** the epoch the device runs, once this agent programmed it */
   epoch?: number;
+  /** the highest epoch this node ran for the overlay (with its UID), as kept in the state dir */
+  floor?: { uid: string; epoch: number } | null;
 }
 
 export type OwnKey = { privateKey: Uint8Array; publicKey: string };

@@ -213,7 +213,14 @@ export const OverlayNetworkStatusSchema = z
       .max(32)
       .optional()
       .describe('Encrypted pairs over total pairs, e.g. 45/45 (the ENCRYPTED column).'),
-    epoch: z.int().min(0).optional().describe('Current key epoch; it only increases.'),
+    epoch: z
+      .int()
+      .min(0)
+      .meta({ 'x-kubernetes-validations': [{ rule: 'self >= oldSelf', message: 'epoch must not decrease' }] })
+      .optional()
+      .describe(
+        'Current key epoch; it only increases (an agent refuses an epoch below one it ran, and the operator then moves to a new one).',
+      ),
     lastRotationTime: time('When the last rotation completed.').optional(),
     nextRotationTime: time('When the next scheduled rotation starts.').optional(),
     lastRotateRequest: z

@@ -19,7 +19,8 @@ import { formatTime } from '../../lib/runtime/conditions.js';
 import { mapTo, type Manager } from '../../lib/runtime/manager.js';
 import type { HandlerResult } from '../../lib/runtime/queue.js';
 import { overlayConditions } from '../plan/conditions.js';
-import { keySecretReplaced } from '../plan/events.js';
+import { epochRolledForward, keySecretReplaced } from '../plan/events.js';
+import { epochAfterRollback } from '../plan/rotation.js';
 import type { Member } from '../plan/keysecret.js';
 import { desiredTunnels, nodeView } from '../plan/tunnels.js';
 import { NotLeaderError } from '../writer.js';
@@ -200,6 +201,17 @@ export class OverlayNetworkController {
           ? undefined
           : t.status?.envelopePublicKey,
       }));
+    const behind = epochAfterRollback(
+      scope.epoch,
+      scope.rotation !== undefined,
+      members.map((m) => ({ node: m.name, appliedEpoch: existing.get(m.name)?.status?.appliedEpoch })),
+    );
+    if (behind) {
+      scope.epoch = behind.epoch;
+      scope.events.push(epochRolledForward(behind.nodes, behind.seen, behind.epoch));
+      log.warn({ nodes: behind.nodes, seen: behind.seen, epoch: behind.epoch }, 'status.epoch was behind');
+      await this.status.persist(scope, { epoch: scope.epoch });
+    }
     const lost = scope.rotation ? [] : await this.keySecrets.lost(scope, members, existing, rows);
     if (lost.length > 0) {
       // Old keys are gone with their Secret and are never re-created: everything moves to a new epoch.

@@ -34,6 +34,15 @@ export class NameSample {
   }
 }
 
+/** Agents ran an epoch above status.epoch (an etcd restore or a rolled-back status): never go back to it. */
+export const epochRolledForward = (nodes: string[], seen: number, epoch: number): OverlayEvent => ({
+  type: 'Warning',
+  reason: 'EpochRolledForward',
+  message:
+    `status.epoch was behind: ${listNames(nodes)} already ran epoch ${seen}; ` +
+    `moving to epoch ${epoch} with fresh keys (the keys of earlier epochs are retired)`,
+});
+
 export const keySecretReplaced = (nodes: string[], epoch: number): OverlayEvent => ({
   type: 'Warning',
   reason: 'KeySecretReplaced',

@@ -5,6 +5,7 @@ import {
   type LeaseView,
   type RotationInput,
   type RotationStatus,
+  epochAfterRollback,
 } from './rotation.js';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
@@ -166,5 +167,22 @@ describe('leaseLive', () => {
     ['no duration', { spec: { renewTime: '2026-01-01T00:00:59Z' } }, false],
   ])('%s', (_name, lease, live) => {
     expect(leaseLive(lease, now)).toBe(live);
+  });
+});
+
+describe('epochAfterRollback', () => {
+  const at = (node: string, appliedEpoch?: number) => ({ node, appliedEpoch });
+  test.each([
+    ['nobody ahead', 5, false, [at('a', 5), at('b', 4), at('c')], undefined],
+    [
+      'two nodes ahead: one above the highest',
+      2,
+      false,
+      [at('b', 5), at('a', 4), at('c', 2)],
+      { epoch: 6, seen: 5, nodes: ['a', 'b'] },
+    ],
+    ['during a rotation agents run the target: not a rollback', 2, true, [at('a', 3)], undefined],
+  ])('%s', (_name, epoch, rotating, applied, want) => {
+    expect(epochAfterRollback(epoch, rotating, applied)).toEqual(want);
   });
 });

@@ -201,3 +201,25 @@ export function leaseLive(lease: LeaseView | undefined, nowMs: number): boolean 
   const renew = lease?.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
   return renew + (lease?.spec?.leaseDurationSeconds ?? 0) * 1000 > nowMs;
 }
+
+/**
+ * Epochs only increase (security review S9): when agents report having run an epoch above status.epoch
+ * (status restored from an older etcd backup, or rolled back by hand) outside a rotation, the overlay moves to
+ * one above the highest reported, with fresh material, rather than back to keys already retired. Returns the
+ * new epoch and the nodes that were ahead, or undefined when status.epoch is not behind.
+ */
+export function epochAfterRollback(
+  epoch: number,
+  rotating: boolean,
+  applied: ReadonlyArray<{ node: string; appliedEpoch: number | undefined }>,
+): { epoch: number; seen: number; nodes: string[] } | undefined {
+  if (rotating) return undefined;
+  let seen = epoch;
+  for (const a of applied) if (a.appliedEpoch !== undefined && a.appliedEpoch > seen) seen = a.appliedEpoch;
+  if (seen <= epoch) return undefined;
+  const nodes = applied
+    .filter((a) => (a.appliedEpoch ?? 0) > epoch)
+    .map((a) => a.node)
+    .sort();
+  return { epoch: seen + 1, seen, nodes };
+}

@@ -10,6 +10,8 @@ import {
   encodeKeySecretData,
   keySecretName,
   pairKey,
+  privateKeyContext,
+  pskContext,
   type SealedPair,
   keySecretNameAt,
 } from '../lib/contract/keysecret.js';
@@ -197,7 +199,10 @@ class World {
       epoch,
       fingerprint: fingerprint(psk),
       sealedTo: { [a]: fingerprint(envelopes[a]!), [b]: fingerprint(envelopes[b]!) },
-      sealed: { [a]: seal(psk, envelopes[a]!, sender), [b]: seal(psk, envelopes[b]!, sender) },
+      sealed: {
+        [a]: seal(psk, envelopes[a]!, sender, pskContext(OVERLAY, a, b, epoch)),
+        [b]: seal(psk, envelopes[b]!, sender, pskContext(OVERLAY, a, b, epoch)),
+      },
     };
     this.addToSecret(owner, { pairs: [pair] });
     return pair;
@@ -236,7 +241,7 @@ class World {
         },
         type: KEY_SECRET_TYPE,
         data: encodeKeySecretData({
-          version: 1,
+          version: 2,
           overlay: OVERLAY,
           node: owner,
           pairs: [...payload.pairs, ...(add.pairs ?? []).filter((e) => (add.epoch ?? e.epoch) === epoch)],
@@ -583,6 +588,24 @@ test('epochs only increase: an overlay status restored to an older epoch is refu
   expect(JSON.parse(await readFile(floorFile, 'utf8'))).toMatchObject({ epoch: 4 });
 });
 
+test("a PSK copied from another pair's entry is refused: sealed values are bound to their pair and epoch", async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  const ab = world.sealPair('b', 'b');
+  await waitUntil('b configured', () => world.peerEntry('b')?.state === 'Handshaking');
+  // someone with write access to key Secrets copies a's sealed a/b PSK into an a/c entry (and c's likewise)
+  const copied: SealedPair = { ...ab, a: 'a', b: 'c', sealedTo: { a: ab.sealedTo.a!, c: ab.sealedTo.b! } };
+  copied.sealed = { a: ab.sealed.a!, c: ab.sealed.b! };
+  world.addToSecret('c', { pairs: [copied] });
+  await waitUntil('c refused', () => world.peerEntry('c')?.state === 'KeyMismatch');
+  expect(world.peerEntry('c')?.message).toBe(
+    'pre-shared key was sealed for another pair, epoch or overlay, not a/c at epoch 1',
+  );
+  const peers = (await world.device().read())!.peers.map((p) => p.publicKey);
+  expect(peers).toEqual([world.peers.get('b')!.wg.publicKey]);
+});
+
 test('PerPair without a PSK yet: the peer waits; Disabled: peers are added without one', async () => {
   world = new World();
   await world.init();
@@ -772,7 +795,7 @@ test('Operator custody: the sealed private key is applied only when it matches s
         epoch: 1,
         publicKey: key.publicKey,
         sealedTo: fingerprint(env),
-        sealed: seal(wrong.privateKey, env, world.operator),
+        sealed: seal(wrong.privateKey, env, world.operator, privateKeyContext(OVERLAY, 'a', 1)),
       },
     ],
   });
@@ -787,7 +810,7 @@ test('Operator custody: the sealed private key is applied only when it matches s
         epoch: 1,
         publicKey: key.publicKey,
         sealedTo: fingerprint(env),
-        sealed: seal(key.privateKey, env, world.operator),
+        sealed: seal(key.privateKey, env, world.operator, privateKeyContext(OVERLAY, 'a', 1)),
       },
     ],
   });
@@ -1203,7 +1226,7 @@ describe('rotation', () => {
       epoch,
       publicKey: k.publicKey,
       sealedTo: fingerprint(env),
-      sealed: seal(k.privateKey, env, world.operator),
+      sealed: seal(k.privateKey, env, world.operator, privateKeyContext(OVERLAY, 'a', epoch)),
     });
     world.addToSecret('a', { privateKeys: [entry(1, k1)] });
     world.sealPair('b', 'b');

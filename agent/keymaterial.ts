@@ -8,6 +8,8 @@ import {
   keySecretEpochName,
   keySecretName,
   pairKey,
+  privateKeyContext,
+  pskContext,
   type KeySecretPayload,
 } from '../lib/contract/keysecret.js';
 import { decodeKey, fingerprint, publicKeyOf, validateKey, type WgKeyPair } from '../lib/keys.js';
@@ -15,7 +17,7 @@ import { describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import type { Informer } from '../lib/runtime/informer.js';
 import type { RawObject } from '../lib/runtime/rest.js';
-import { unseal, type BoxKeyPair } from '../lib/seal.js';
+import { SealError, unseal, type BoxKeyPair } from '../lib/seal.js';
 import type { RotationScope } from './epoch.js';
 import { OPERATOR_KEY_FILE, type KeyStore } from './keystore.js';
 import type { KeyResult, OwnKey, Pass, PskResult } from './pass.js';
@@ -142,12 +144,12 @@ export class KeyMaterial {
   }
 
   /** Opens a value the operator sealed to this node; results are cached per sealed value for the next pass. */
-  open(p: Pass, sealed: string, operatorKey: Uint8Array): Uint8Array {
-    const id = `${Buffer.from(operatorKey).toString('base64')}|${sealed}`;
+  open(p: Pass, sealed: string, operatorKey: Uint8Array, context: string): Uint8Array {
+    const id = `${Buffer.from(operatorKey).toString('base64')}|${context}|${sealed}`;
     p.usedSealed.add(id);
     let key = p.rt.opened.get(id);
     if (!key) {
-      key = validateKey(unseal(sealed, operatorKey, this.envelope()!), 'unsealed key');
+      key = validateKey(unseal(sealed, operatorKey, this.envelope()!, context), 'unsealed key');
       p.rt.opened.set(id, key);
     }
     return key;
@@ -178,13 +180,18 @@ export class KeyMaterial {
     }
     let key: Uint8Array;
     try {
-      key = this.open(p, sealed, p.operatorKey);
+      key = this.open(p, sealed, p.operatorKey, pskContext(p.overlay, a, b, epoch));
     } catch (err) {
       p.log.warn(
         { peer, epoch, pskFingerprint: pair.fingerprint, err: describeError(err) },
         'pre-shared key refused',
       );
-      return { kind: 'invalid', message: "pre-shared key does not open with the operator's sealing key" };
+      return {
+        kind: 'invalid',
+        message: isContextError(err)
+          ? `pre-shared key was sealed for another pair, epoch or overlay, not ${a}/${b} at epoch ${epoch}`
+          : "pre-shared key does not open with the operator's sealing key",
+      };
     }
     const fp = fingerprint(key);
     if (fp !== pair.fingerprint) {
@@ -307,7 +314,12 @@ export class KeyMaterial {
     if (!entry) return { reason: 'AwaitingKeys', message: `no sealed private key for epoch ${epoch} yet` };
     let privateKey: Uint8Array;
     try {
-      privateKey = this.open(p, entry.sealed, p.operatorKey);
+      privateKey = this.open(
+        p,
+        entry.sealed,
+        p.operatorKey,
+        privateKeyContext(p.overlay, this.node, entry.epoch),
+      );
     } catch (err) {
       p.log.warn({ epoch: entry.epoch, err: describeError(err) }, 'sealed private key refused');
       return {
@@ -335,4 +347,9 @@ export class KeyMaterial {
 /** A node's key Secret of `epoch`, from the stem its tunnel's secretRef names (the default stem without one). */
 function secretAt(overlay: string, node: string, stem: string | undefined, epoch: number): string {
   return keySecretEpochName(stem ?? keySecretName(overlay, node), epoch);
+}
+
+/** A value that opened but was sealed for another context (lib/seal.ts, contextTag). */
+function isContextError(err: unknown): boolean {
+  return err instanceof SealError && err.message.includes('another context');
 }

@@ -2,6 +2,7 @@
 // in Operator custody, every private key) to the envelope key of the node that will use it; the agent opens
 // it with its envelope private key and the operator's published public key. box is authenticated, so a
 // value sealed by anyone but the operator fails to open: that is the "sealed by the operator" check.
+import { createHash } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { generatePresharedKey, isSmallOrderPoint, type RandomBytes } from './keys.js';
 
@@ -67,24 +68,65 @@ function checkPeerKey(publicKey: Uint8Array, role: 'sender' | 'recipient'): void
   }
 }
 
-/** Seals one value; for many values from one sender use a Sealer. */
+/** Length of the context tag sealed in front of every value. */
+const CONTEXT_TAG_LENGTH = 16;
+
+/**
+ * What a sealed value is for (issue #14 item 3): the tag of its context (e.g. "psk|overlay|a|b|epoch") goes
+ * inside the box with the value, so a value copied to another pair, epoch, overlay or kind opens, but is
+ * refused. The box already binds sender and recipient.
+ */
+export function contextTag(context: string): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(`sealmesh/sealed/v2|${context}`).digest()).subarray(
+    0,
+    CONTEXT_TAG_LENGTH,
+  );
+}
+
+function withTag(plaintext: Uint8Array, context: string): Uint8Array {
+  const out = new Uint8Array(CONTEXT_TAG_LENGTH + plaintext.length);
+  out.set(contextTag(context), 0);
+  out.set(plaintext, CONTEXT_TAG_LENGTH);
+  return out;
+}
+
+function withoutTag(opened: Uint8Array, context: string): Uint8Array {
+  const tag = contextTag(context);
+  const ok = opened.length >= CONTEXT_TAG_LENGTH && tag.every((b, i) => b === opened[i]);
+  if (!ok) {
+    opened.fill(0);
+    throw new SealError(`sealed value belongs to another context than ${context}`);
+  }
+  const value = opened.slice(CONTEXT_TAG_LENGTH);
+  opened.fill(0);
+  return value;
+}
+
+/** Seals one value for `context`; for many values from one sender use a Sealer. */
 export function seal(
   plaintext: Uint8Array,
   recipientPublicKey: Uint8Array,
   sender: BoxKeyPair,
+  context: string,
   random: RandomBytes = defaultRandom,
 ): string {
-  return new Sealer(sender, random).seal(plaintext, recipientPublicKey);
+  return new Sealer(sender, random).seal(plaintext, recipientPublicKey, context);
 }
 
-export function unseal(sealed: string, senderPublicKey: Uint8Array, recipient: BoxKeyPair): Uint8Array {
+/** Opens a value sealed for `context`; a value sealed for any other context is refused. */
+export function unseal(
+  sealed: string,
+  senderPublicKey: Uint8Array,
+  recipient: BoxKeyPair,
+  context: string,
+): Uint8Array {
   checkPeerKey(senderPublicKey, 'sender');
   const { nonce, boxed } = unframe(sealed);
   const opened = nacl.box.open(boxed, nonce, senderPublicKey, recipient.secretKey);
   if (!opened) {
     throw new SealError('sealed value does not open: not sealed by the expected sender for this recipient');
   }
-  return opened;
+  return withoutTag(opened, context);
 }
 
 /**
@@ -121,16 +163,21 @@ export class Sealer {
     return !known;
   }
 
-  seal(plaintext: Uint8Array, recipientPublicKey: Uint8Array): string {
+  seal(plaintext: Uint8Array, recipientPublicKey: Uint8Array, context: string): string {
     const nonce = this.random(nacl.box.nonceLength);
-    return frame(nonce, nacl.box.after(plaintext, nonce, this.sharedKey(recipientPublicKey)));
+    const tagged = withTag(plaintext, context);
+    try {
+      return frame(nonce, nacl.box.after(tagged, nonce, this.sharedKey(recipientPublicKey)));
+    } finally {
+      tagged.fill(0);
+    }
   }
 
   /** The sender can open what it sealed, because the shared key is symmetric. */
-  open(sealed: string, recipientPublicKey: Uint8Array): Uint8Array {
+  open(sealed: string, recipientPublicKey: Uint8Array, context: string): Uint8Array {
     const { nonce, boxed } = unframe(sealed);
     const opened = nacl.box.open.after(boxed, nonce, this.sharedKey(recipientPublicKey));
     if (!opened) throw new SealError('sealed value does not open');
-    return opened;
+    return withoutTag(opened, context);
   }
 }

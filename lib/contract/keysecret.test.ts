@@ -8,7 +8,7 @@ import {
 } from './keysecret.js';
 
 const payload: KeySecretPayload = {
-  version: 1,
+  version: 2,
   overlay: 'ovl',
   node: 'b',
   pairs: [

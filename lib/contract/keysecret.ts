@@ -45,7 +45,8 @@ export const sealedPrivateKeySchema = z.object({
 export type SealedPrivateKey = z.infer<typeof sealedPrivateKeySchema>;
 
 export const keySecretPayloadSchema = z.object({
-  version: z.literal(1),
+  /** 2: sealed values carry their context (lib/seal.ts contextTag); a version-1 Secret is not read */
+  version: z.literal(2),
   overlay: z.string(),
   node: z.string(),
   pairs: z.array(sealedPairSchema),
@@ -126,4 +127,14 @@ export function decodeKeySecretData(data: Record<string, string> | undefined): D
     };
   }
   return { ok: true, payload: parsed.data };
+}
+
+/** The sealing context of a pair's PSK: bound to the overlay, the pair and the epoch. */
+export function pskContext(overlay: string, a: string, b: string, epoch: number): string {
+  return `psk|${overlay}|${a}|${b}|${epoch}`;
+}
+
+/** The sealing context of a node's WireGuard private key (Operator custody). */
+export function privateKeyContext(overlay: string, node: string, epoch: number): string {
+  return `wg|${overlay}|${node}|${epoch}`;
 }

@@ -1,6 +1,6 @@
 import { decodeKey, encodeKey, fingerprint } from '../../lib/keys.js';
 import { newBoxKeyPair, Sealer, unseal, type BoxKeyPair } from '../../lib/seal.js';
-import { pairOwner, type SealedPair } from '../../lib/contract/keysecret.js';
+import { pairOwner, type SealedPair, privateKeyContext, pskContext } from '../../lib/contract/keysecret.js';
 import {
   PLAN_DERIVE_WORK,
   PLAN_STEP_WORK,
@@ -37,8 +37,18 @@ test('the later node owns its pairs, and both ends unseal the same PSK', () => {
   const plan = planKeySecret(base, sealer);
   expect(plan.payload.pairs.map((p) => `${p.a}/${p.b}`)).toEqual(['a/c', 'b/c']);
   for (const p of plan.payload.pairs) {
-    const atA = unseal(p.sealed[p.a]!, operator.publicKey, envelopes.get(p.a)!);
-    const atB = unseal(p.sealed[p.b]!, operator.publicKey, envelopes.get(p.b)!);
+    const atA = unseal(
+      p.sealed[p.a]!,
+      operator.publicKey,
+      envelopes.get(p.a)!,
+      pskContext('o', p.a, p.b, p.epoch),
+    );
+    const atB = unseal(
+      p.sealed[p.b]!,
+      operator.publicKey,
+      envelopes.get(p.b)!,
+      pskContext('o', p.a, p.b, p.epoch),
+    );
     expect(Buffer.from(atA)).toEqual(Buffer.from(atB));
     expect(JSON.stringify(p)).not.toContain(Buffer.from(atA).toString('base64'));
   }
@@ -59,7 +69,12 @@ test('an unchanged world plans no change', () => {
 function newPsksPerPair(before: readonly SealedPair[], next: readonly SealedPair[]): string[] {
   const old = new Set(before.map((p) => p.fingerprint));
   return next.map((p) => {
-    const psk = unseal(p.sealed[p.a]!, operator.publicKey, envelopes.get(p.a)!);
+    const psk = unseal(
+      p.sealed[p.a]!,
+      operator.publicKey,
+      envelopes.get(p.a)!,
+      pskContext('o', p.a, p.b, p.epoch),
+    );
     if (fingerprint(psk) !== p.fingerprint) return `${p.a}/${p.b}: fingerprint is not its PSK's`;
     return `${p.a}/${p.b}: ${old.has(p.fingerprint) ? 'old' : 'new'} PSK`;
   });
@@ -82,7 +97,10 @@ test('a peer with a new envelope key gets its pair re-keyed, the others are kept
   const next = planKeySecret({ ...base, members: moved, existing: first.payload }, sealer);
   expect(next.newPairs).toEqual(['a/c@1']);
   expect(next.payload.pairs[1]).toEqual(first.payload.pairs[1]);
-  expect(() => unseal(next.payload.pairs[0]!.sealed.a!, operator.publicKey, fresh)).not.toThrow();
+  const p0 = next.payload.pairs[0]!;
+  expect(() =>
+    unseal(p0.sealed.a!, operator.publicKey, fresh, pskContext('o', p0.a, p0.b, p0.epoch)),
+  ).not.toThrow();
 });
 
 test('a peer without an envelope key yet is skipped; PSKs Disabled gives no pairs', () => {
@@ -95,7 +113,12 @@ test('Operator custody seals a private key to the node and exposes only the publ
   const plan = planKeySecret({ ...base, custody: 'Operator' }, sealer);
   expect(plan.publicKey).toBeDefined();
   const [entry] = plan.payload.privateKeys;
-  const priv = unseal(entry!.sealed, operator.publicKey, envelopes.get('c')!);
+  const priv = unseal(
+    entry!.sealed,
+    operator.publicKey,
+    envelopes.get('c')!,
+    privateKeyContext('o', 'c', entry!.epoch),
+  );
   expect(decodeKey(encodeKey(priv))).toHaveLength(32);
   const again = planKeySecret({ ...base, custody: 'Operator', existing: plan.payload }, sealer);
   expect(again.publicKey).toBe(plan.publicKey);

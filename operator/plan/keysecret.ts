@@ -11,6 +11,8 @@ import {
   type KeySecretPayload,
   type SealedPair,
   type SealedPrivateKey,
+  privateKeyContext,
+  pskContext,
 } from '../../lib/contract/keysecret.js';
 import { newPresharedKey, type RandomBytes, type Sealer } from '../../lib/seal.js';
 
@@ -128,7 +130,10 @@ export function* planKeySecretSteps(
         epoch,
         fingerprint: fingerprint(psk),
         sealedTo: { [a]: fps[a]!, [b]: fps[b]! },
-        sealed: { [me.name]: sealer.seal(psk, mine.key), [peer.name]: sealer.seal(psk, theirs.key) },
+        sealed: {
+          [me.name]: sealer.seal(psk, mine.key, pskContext(input.overlay, a, b, epoch)),
+          [peer.name]: sealer.seal(psk, theirs.key, pskContext(input.overlay, a, b, epoch)),
+        },
       });
       psk.fill(0);
       newPairs.push(`${a}/${b}@${epoch}`);
@@ -152,7 +157,7 @@ export function* planKeySecretSteps(
         epoch,
         publicKey: kp.publicKey,
         sealedTo: mine.fp,
-        sealed: sealer.seal(kp.privateKey, mine.key),
+        sealed: sealer.seal(kp.privateKey, mine.key, privateKeyContext(input.overlay, input.node, epoch)),
       };
       kp.privateKey.fill(0);
     }
@@ -160,7 +165,7 @@ export function* planKeySecretSteps(
     publicKey = entry.publicKey;
   }
   const payload: KeySecretPayload = {
-    version: 1,
+    version: 2,
     overlay: input.overlay,
     node: input.node,
     pairs,

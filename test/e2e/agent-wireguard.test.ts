@@ -28,6 +28,7 @@ import {
   pairKey,
   type SealedPair,
   keySecretNameAt,
+  pskContext,
 } from '../../lib/contract/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { describeUnderlay, expectCleanUnderlay, startCapture, watchUnderlay } from '../support/capture.js';
@@ -162,7 +163,7 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
       },
       type: KEY_SECRET_TYPE,
       data: encodeKeySecretData({
-        version: 1,
+        version: 2,
         overlay,
         node: owner,
         pairs: [
@@ -173,8 +174,8 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
             fingerprint: fingerprint(psk),
             sealedTo: { [nodes[0].name]: fingerprint(env(0)), [nodes[1].name]: fingerprint(env(1)) },
             sealed: {
-              [nodes[0].name]: seal(psk, env(0), operator),
-              [nodes[1].name]: seal(psk, env(1), operator),
+              [nodes[0].name]: seal(psk, env(0), operator, pskContext(overlay, a, b, 1)),
+              [nodes[1].name]: seal(psk, env(1), operator, pskContext(overlay, a, b, 1)),
             },
           },
         ],
@@ -262,7 +263,10 @@ test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', a
     epoch,
     fingerprint: fingerprint(psk),
     sealedTo: { [names[0]]: fingerprint(env[0]!), [names[1]]: fingerprint(env[1]!) },
-    sealed: { [names[0]]: seal(psk, env[0]!, operator), [names[1]]: seal(psk, env[1]!, operator) },
+    sealed: {
+      [names[0]]: seal(psk, env[0]!, operator, pskContext(overlay, a, b, epoch)),
+      [names[1]]: seal(psk, env[1]!, operator, pskContext(overlay, a, b, epoch)),
+    },
   });
   /** As the operator: the owner's Secret of a new epoch (one Secret per epoch, the older ones stay). */
   const writeSecret = async (epoch: number, pairs: SealedPair[]): Promise<void> => {
@@ -272,7 +276,7 @@ test('a key rotation loses under 1 s of traffic and a PSK-only rotation none', a
       body: {
         metadata: { name, labels: { [OVERLAY_LABEL]: overlay, [NODE_LABEL]: names[0] } },
         type: KEY_SECRET_TYPE,
-        data: encodeKeySecretData({ version: 1, overlay, node: names[0], pairs, privateKeys: [] }),
+        data: encodeKeySecretData({ version: 2, overlay, node: names[0], pairs, privateKeys: [] }),
       },
     });
   };

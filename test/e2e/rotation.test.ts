@@ -44,7 +44,7 @@ import { KEY_NAMESPACE, SYSTEM_NAMESPACE, kubectl, startOperatorProcess } from '
 import { WgCliDevice } from '../../agent/device/wgcli.js';
 import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { fingerprint } from '../../lib/keys.js';
-import { decodeKeySecretData } from '../../lib/contract/keysecret.js';
+import { decodeKeySecretData, pskContext } from '../../lib/contract/keysecret.js';
 import { boxKeyPairFromSecret, unseal } from '../../lib/seal.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import {
@@ -560,7 +560,7 @@ async function collectSecrets(): Promise<void> {
       for (const [node, sealed] of Object.entries(p.sealed)) {
         const env = envelopes.get(node);
         if (!env) continue;
-        const psk = unseal(sealed, operatorKey, env);
+        const psk = unseal(sealed, operatorKey, env, pskContext(overlay, p.a, p.b, p.epoch));
         // the Secret's fingerprint is the PSK's: what the device comparisons rely on
         expect(fingerprint(psk)).toBe(p.fingerprint);
         secrets.set(Buffer.from(psk).toString('base64'), `PSK of ${p.a}/${p.b} at epoch ${p.epoch}`);

@@ -27,6 +27,7 @@ import {
   encodeKeySecretData,
   pairKey,
   keySecretNameAt,
+  pskContext,
 } from '../../lib/contract/keysecret.js';
 import { newBoxKeyPair, newPresharedKey, seal } from '../../lib/seal.js';
 import { uniqueName } from '../support/cluster.js';
@@ -166,7 +167,7 @@ test('two agents publish their keys, peer with each other with one PSK and repor
       },
       type: KEY_SECRET_TYPE,
       data: encodeKeySecretData({
-        version: 1,
+        version: 2,
         overlay,
         node: owner,
         pairs: [
@@ -176,7 +177,10 @@ test('two agents publish their keys, peer with each other with one PSK and repor
             epoch: 1,
             fingerprint: fingerprint(psk),
             sealedTo: { [nodes[0]]: fingerprint(env(0)), [nodes[1]]: fingerprint(env(1)) },
-            sealed: { [nodes[0]]: seal(psk, env(0), operator), [nodes[1]]: seal(psk, env(1), operator) },
+            sealed: {
+              [nodes[0]]: seal(psk, env(0), operator, pskContext(overlay, a, b, 1)),
+              [nodes[1]]: seal(psk, env(1), operator, pskContext(overlay, a, b, 1)),
+            },
           },
         ],
         privateKeys: [],

@@ -14,7 +14,13 @@ import { GROUP, NODE_TUNNEL_PLURAL, nodeTunnelName, VERSION } from '../../api/v1
 import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import { encodeKey, generateKeyPair, publicKeyOf } from '../../lib/keys.js';
-import { decodeKeySecretData, pairKey, keySecretNameAt } from '../../lib/contract/keysecret.js';
+import {
+  decodeKeySecretData,
+  pairKey,
+  keySecretNameAt,
+  privateKeyContext,
+  pskContext,
+} from '../../lib/contract/keysecret.js';
 import { newBoxKeyPair, unseal, type BoxKeyPair } from '../../lib/seal.js';
 
 export class AgentStandIn {
@@ -127,7 +133,9 @@ export class AgentStandIn {
       const entry = decoded.payload.pairs.find((p) => p.a === a && p.b === b && p.epoch === epoch);
       const sealed = entry?.sealed[this.node];
       if (!entry || !sealed) continue;
-      const key = Buffer.from(unseal(sealed, operatorKey, this.envelope)).toString('base64');
+      const key = Buffer.from(
+        unseal(sealed, operatorKey, this.envelope, pskContext(this.overlay, a, b, epoch)),
+      ).toString('base64');
       this.seenKeys.add(key);
       return { key, fingerprint: entry.fingerprint };
     }
@@ -153,7 +161,12 @@ export class AgentStandIn {
     const decoded = decodeKeySecretData(data);
     const entry = decoded.ok ? decoded.payload.privateKeys[0] : undefined;
     if (!entry) return undefined;
-    const key = unseal(entry.sealed, await this.operatorPublicKey(), this.envelope);
+    const key = unseal(
+      entry.sealed,
+      await this.operatorPublicKey(),
+      this.envelope,
+      privateKeyContext(this.overlay, this.node, entry.epoch),
+    );
     this.seenKeys.add(Buffer.from(key).toString('base64'));
     return { publicKey: publicKeyOf(key), madeAt: entry.epoch };
   }

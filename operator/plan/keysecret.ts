@@ -179,8 +179,12 @@ export function servingPrivateKey(payload: KeySecretPayload | undefined): Sealed
   return [...(payload?.privateKeys ?? [])].sort((x, y) => y.epoch - x.epoch)[0];
 }
 
-/** Bump when planKeySecret starts to depend on something else, so every stored digest goes stale. */
-const PLAN_DIGEST_VERSION = 2;
+/**
+ * Bump when planKeySecret starts to depend on something else, or writes another payload version, so every
+ * stored digest goes stale. 3: context-bound sealed values (payload version 2): an upgraded operator rewrites
+ * every Secret of the old format instead of trusting its digest.
+ */
+const PLAN_DIGEST_VERSION = 3;
 
 /**
  * For each member, a digest of everything planKeySecret reads for that member's Secret besides the Secret

@@ -1,0 +1,148 @@
+// Fail-closed, proven on the underlay (issue 13; ../shared/DESIGN.md, "Fail-closed data plane"): lab nodes
+// have a default route out of their underlay interface and a stand-in pod address (hack/lab.sh), so a packet
+// to a pod CIDR that the tunnel does not take leaves in the clear, and a capture on the underlay bridge sees
+// it. Every scenario probes a stand-in pod address at 20/s with the underlay captured throughout, and counts
+// plaintext packets to or from a pod CIDR or a tunnel address: zero in FailClosed, some in Monitor (the
+// control: the test can fail). The scenarios build on each other and run in order.
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import {
+  API_VERSION,
+  GROUP,
+  OVERLAY_NETWORK_KIND,
+  OVERLAY_NETWORK_PLURAL,
+  VERSION,
+} from '../../api/v1alpha1/groupversion.js';
+import { startCapture } from '../support/capture.js';
+import { uniqueName } from '../support/cluster.js';
+import { Deployment } from '../support/deploy.js';
+import {
+  allEncrypted as allEncryptedIn,
+  core,
+  custom,
+  deleteAgentLeases,
+  kc,
+  removeOverlay,
+  scenarios,
+} from '../support/env.js';
+import { countPlaintext, startPing, type Plaintext } from '../support/leak.js';
+
+const overlay = uniqueName('e2e-fc');
+const MEMBER_LABEL = 'sealmesh.io/member';
+const ADDRESS_POOL = '10.95.0.0/24';
+/** the lab's pod range (hack/lab.sh: node i has 10.244.i.0/24), declared protected for the overlay */
+const POD_RANGE = '10.244.0.0/16';
+const PROTECTED = [POD_RANGE, ADDRESS_POOL];
+const MARKER = 'fa11c105edfa11c1';
+
+const SETUP_MS = 150_000;
+const ENCRYPTED_MS = 180_000;
+const JOIN_MS = 150_000;
+
+let deployment: Deployment | undefined;
+const scenario = scenarios();
+let members: string[] = [];
+
+function report(line: string): void {
+  process.stdout.write(`[failclosed e2e] ${line}\n`);
+}
+
+async function label(node: string, value: string | null): Promise<void> {
+  await core.patchNode(
+    { name: node, body: { metadata: { labels: { [MEMBER_LABEL]: value } } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+}
+
+const allEncrypted = (nodes: string[], timeoutMs: number) =>
+  allEncryptedIn(deployment, overlay, nodes, timeoutMs);
+
+/** The stand-in pod address of lab node `index` (hack/lab.sh): the first address of its pod CIDR. */
+function podAddress(index: number): string {
+  return `10.244.${index}.1`;
+}
+
+/**
+ * Runs `body` with the underlay captured and `from` pinging `to`'s stand-in pod address at 20/s throughout;
+ * the plaintext packets to or from a protected range and the ping's own counts.
+ */
+async function probed(
+  name: string,
+  from: string,
+  to: string,
+  body: () => Promise<void>,
+): Promise<{ plaintext: Plaintext; sent: number; received: number }> {
+  const lab = deployment!.lab;
+  const capture = await startCapture(lab, 300);
+  const ping = startPing(lab, from, to, MARKER);
+  let counted: { sent: number; received: number };
+  try {
+    await body();
+    await new Promise((r) => setTimeout(r, 3000)); // probes through the tunnel after the change
+  } finally {
+    counted = await ping.stop();
+  }
+  const captured = await capture.stop();
+  const plaintext = countPlaintext(captured.lines, PROTECTED);
+  report(
+    `${name}: ${counted.sent} probes ${from} -> ${to}, ${counted.received} answered; ` +
+      `plaintext on the underlay: ${plaintext.total} (ICMP ${plaintext.icmp}, TCP ${plaintext.tcp}, UDP ${plaintext.udp}, other ${plaintext.other})` +
+      (plaintext.sample.length ? `; e.g. ${plaintext.sample.join(' | ')}` : ''),
+  );
+  return { plaintext, ...counted };
+}
+
+beforeAll(async () => {
+  deployment = await Deployment.up({ nodes: 2, kc });
+  members = deployment.lab.nodes.map((n) => n.name);
+  for (const node of members) await label(node, overlay);
+  await custom.createClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: OVERLAY_NETWORK_PLURAL,
+    body: {
+      apiVersion: API_VERSION,
+      kind: OVERLAY_NETWORK_KIND,
+      metadata: { name: overlay },
+      spec: {
+        nodeSelector: { matchLabels: { [MEMBER_LABEL]: overlay } },
+        addressPool: ADDRESS_POOL,
+        dataPlane: { protectedRanges: [POD_RANGE] },
+      },
+    },
+  });
+  await allEncrypted(members, ENCRYPTED_MS);
+}, SETUP_MS + ENCRYPTED_MS);
+
+afterAll(async () => {
+  const errors = await removeOverlay(overlay);
+  await deployment?.down().catch((err: unknown) => errors.push(String(err)));
+  errors.push(...(await deleteAgentLeases((deployment?.lab.nodes ?? []).map((n) => n.name))));
+  if (errors.length) throw new Error(errors.join('\n'));
+}, 120_000);
+
+test(
+  'a: a node joins, probed at 20/s from its first moment: no plaintext to or from a pod CIDR or tunnel address on the underlay, and the probes get through once the pair is encrypted',
+  () =>
+    scenario('a', async () => {
+      const d = deployment!;
+      const [n1] = members as [string];
+      const joinerIndex = Math.max(...d.lab.nodes.map((n) => n.index)) + 1;
+      const r = await probed('a (join)', n1, podAddress(joinerIndex), async () => {
+        const t0 = Date.now();
+        const added = await d.lab.addNode();
+        expect(added.index).toBe(joinerIndex);
+        const joiner = added.name;
+        await label(joiner, overlay);
+        members = [...members, joiner];
+        await allEncrypted(members, JOIN_MS);
+        report(
+          `a: ${joiner} joined, all pairs encrypted ${((Date.now() - t0) / 1000).toFixed(1)} s after add-node`,
+        );
+      });
+      expect(r.sent).toBeGreaterThan(20);
+      expect(r.received).toBeGreaterThan(0);
+      expect(r.plaintext.sample).toEqual([]);
+      expect(r.plaintext.total).toBe(0);
+    }),
+  JOIN_MS + 60_000,
+);

@@ -41,6 +41,8 @@ import { nodeTunnelResource, overlayInformers, overlayOf, samePeerView } from '.
 
 export { peerTunnelView } from './watch.js';
 import { pingProber, sysUnderlayMtu, type Prober, type UnderlayMtu } from './probe.js';
+import type { Firewall } from './firewall/firewall.js';
+import { Guard } from './guard.js';
 import { DeviceProgram } from './program.js';
 import { deviceReady, StatusReport } from './report.js';
 
@@ -55,6 +57,8 @@ export interface AgentOptions {
   stateDir: string;
   api: AgentApi;
   deviceFactory: DeviceFactory;
+  /** The fail-closed rules (agent/firewall); absent: none (unit tests that do not look at them). */
+  firewall?: Firewall;
   /** Sends a packet through the tunnel to trigger a handshake (default: one ping). */
   prober?: Prober;
   /** MTU of the underlay interface that holds an address (default: read from /sys). */
@@ -87,6 +91,7 @@ export class Agent {
   private readonly material: KeyMaterial;
   private readonly program: DeviceProgram;
   private readonly report: StatusReport;
+  private readonly guard: Guard;
   private readonly prefix: string;
   private readonly probeIntervalMs: number;
   private readonly queue: WorkQueue;
@@ -112,6 +117,7 @@ export class Agent {
     this.log = (opts.logger ?? newLogger('agent')).child({ node: opts.node });
     this.keys = new KeyStore(opts.stateDir, opts.random);
     this.program = new DeviceProgram(opts.prober ?? pingProber, opts.underlayMtu ?? sysUnderlayMtu);
+    this.guard = new Guard(opts.firewall);
     this.report = new StatusReport(opts.api, () => this.envelopePublicKey(), this.log);
     this.prefix = opts.interfacePrefix ?? 'sm';
     if (this.prefix.length > 8)
@@ -331,6 +337,7 @@ export class Agent {
       tunnel: parsed.value,
       custody: ov.value.spec.keys.custody,
       presharedKeys: ov.value.spec.keys.presharedKeys,
+      dataPlane: ov.value.spec.dataPlane,
       operatorKey: this.material.operatorKey(),
       view: epochView(ovStatus.data, parsed.value.spec.epoch, now),
       current: rt.epoch ?? ownStatus?.appliedEpoch,
@@ -408,7 +415,15 @@ export class Agent {
       psk: (peer, peerSecret, epoch) => this.material.presharedKey(p, peer, peerSecret, epoch),
     });
 
-    // 3. Change the device in one tight sequence (program.ts): at a cutover this is the gap in traffic.
+    // 3. The fail-closed rules before any peer or route (guard.ts), the device in one tight sequence (program.ts:
+    // at a cutover this is the gap in traffic), then the rules narrowed to what it holds.
+    try {
+      await this.guard.before(p, tunnels, state);
+    } catch (err) {
+      const message = `fail-closed rules of ${device.name}: ${describeError(err)}`;
+      await this.report.publishFailure(rt, p.mine, now, 'DeviceError', message);
+      throw new Error(`failed to install the ${message}`, { cause: err });
+    }
     try {
       state = await this.program.apply(p, {
         desired,
@@ -426,6 +441,7 @@ export class Agent {
       await this.report.publishFailure(rt, p.mine, now, 'DeviceError', describeError(err));
       throw new Error(`failed to program ${device.name}: ${describeError(err)}`, { cause: err });
     }
+    await this.guard.after(p, tunnels, state);
     rt.epoch = run;
     await this.material.pruneNodeKeys(p, Math.min(run, view.base));
 
@@ -468,6 +484,8 @@ export class Agent {
     if (!known) return;
     const rt = this.runtime(overlay);
     await rt.device.delete();
+    // only now that the device (and with it every peer) is gone
+    await this.guard.leave(rt.device.name);
     await this.keys.removeOverlay(overlay);
     wipe(rt.opened);
     this.runtimes.delete(overlay);

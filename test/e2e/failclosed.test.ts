@@ -4,7 +4,11 @@
 // it. Every scenario probes a stand-in pod address at 20/s with the underlay captured throughout, and counts
 // plaintext packets to or from a pod CIDR or a tunnel address: zero in FailClosed, some in Monitor (the
 // control: the test can fail). The scenarios build on each other and run in order.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import type { OverlayRulesState } from '../../agent/firewall/firewall.js';
+import { NftFirewall } from '../../agent/firewall/nft.js';
 import {
   API_VERSION,
   GROUP,
@@ -25,6 +29,7 @@ import {
   scenarios,
 } from '../support/env.js';
 import { countPlaintext, startPing, type Plaintext } from '../support/leak.js';
+import { until } from '../support/wait.js';
 
 const overlay = uniqueName('e2e-fc');
 const MEMBER_LABEL = 'sealmesh.io/member';
@@ -145,4 +150,151 @@ test(
       expect(r.plaintext.total).toBe(0);
     }),
   JOIN_MS + 60_000,
+);
+
+/** `nft -j list table inet sealmesh` inside a node, through the agent's own reader: rules per device. */
+async function rulesIn(node: string) {
+  return new NftFirewall({ run: deployment!.lab.runner(node) }).read();
+}
+
+/** The rules of the node's one overlay (undefined: no table or no overlay in it). */
+async function overlayRules(node: string): Promise<OverlayRulesState | undefined> {
+  const all = await rulesIn(node);
+  return all ? [...all.values()][0] : undefined;
+}
+
+/** PIDs of processes named `comm` in the node's network namespace (ip netns pids). */
+function pidsIn(node: string, comm: string): number[] {
+  const out: number[] = [];
+  const pids = execFileSync('ip', ['netns', 'pids', node], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .map(Number);
+  for (const pid of pids) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) out.push(pid);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+test(
+  'b: the agent SIGKILLed and restarted while its node is probed at 20/s: the rules stay (nft list), no plaintext on the underlay',
+  () =>
+    scenario('b', async () => {
+      const d = deployment!;
+      const [n1, n2] = members as [string, string];
+      const r = await probed('b (agent SIGKILL)', n1, podAddress(d.lab.node(n2).index), async () => {
+        await new Promise((x) => setTimeout(x, 1000));
+        const killed = await d.killAgent(n2);
+        const after = await rulesIn(n2);
+        report(
+          `b: agent ${killed} of ${n2} killed; its rules: ${JSON.stringify([...(after ?? new Map()).values()])}`,
+        );
+        expect(after?.size).toBe(1);
+        expect([...after!.values()][0]).toMatchObject({ mode: 'FailClosed' });
+        await new Promise((x) => setTimeout(x, 3000));
+        await d.startAgent(n2);
+        await allEncrypted(members, JOIN_MS);
+      });
+      expect(r.received).toBeGreaterThan(0);
+      expect(r.plaintext.sample).toEqual([]);
+      expect(r.plaintext.total).toBe(0);
+    }),
+  JOIN_MS + 60_000,
+);
+
+test(
+  'c: wireguard-go killed on the probing node (the device is gone with its routes): no plaintext on the underlay; the agent re-creates the device',
+  () =>
+    scenario('c', async () => {
+      const d = deployment!;
+      const [n1, n2] = members as [string, string];
+      const r = await probed('c (wireguard-go killed)', n1, podAddress(d.lab.node(n2).index), async () => {
+        await new Promise((x) => setTimeout(x, 1000));
+        const pids = pidsIn(n1, 'wireguard-go');
+        expect(pids.length).toBe(1);
+        process.kill(pids[0]!, 'SIGKILL');
+        report(`c: wireguard-go ${pids[0]} of ${n1} killed`);
+        await until(
+          `${n1}'s device to be re-created`,
+          () => Promise.resolve(pidsIn(n1, 'wireguard-go').some((pid) => pid !== pids[0])),
+          JOIN_MS,
+          250,
+        );
+        await new Promise((x) => setTimeout(x, 2000));
+        await allEncrypted(members, JOIN_MS);
+      });
+      const matched = (await overlayRules(n1))?.matched;
+      report(`c: ${n1}'s rules matched ${matched?.packets} packets so far`);
+      expect(matched?.packets).toBeGreaterThan(0);
+      expect(r.received).toBeGreaterThan(0);
+      expect(r.plaintext.sample).toEqual([]);
+      expect(r.plaintext.total).toBe(0);
+    }),
+  JOIN_MS + 60_000,
+);
+
+test(
+  'd (control): in Monitor mode the same join shows plaintext on the underlay, and the counter counts it',
+  () =>
+    scenario('d', async () => {
+      const d = deployment!;
+      const [n1] = members as [string];
+      await custom.patchClusterCustomObject(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural: OVERLAY_NETWORK_PLURAL,
+          name: overlay,
+          body: { spec: { dataPlane: { mode: 'Monitor', protectedRanges: [POD_RANGE] } } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+      await until(
+        `${n1}'s rules in Monitor mode`,
+        async () => (await overlayRules(n1))?.mode === 'Monitor',
+        60_000,
+        250,
+      );
+      const joinerIndex = Math.max(...d.lab.nodes.map((n) => n.index)) + 1;
+      const r = await probed('d (join, Monitor)', n1, podAddress(joinerIndex), async () => {
+        const added = await d.lab.addNode();
+        await label(added.name, overlay);
+        members = [...members, added.name];
+        await allEncrypted(members, JOIN_MS);
+      });
+      const matched = (await overlayRules(n1))?.matched;
+      report(`d: ${n1}'s Monitor rules counted ${matched?.packets} packets`);
+      expect(r.plaintext.total).toBeGreaterThan(0);
+      expect(matched?.packets).toBeGreaterThan(0);
+    }),
+  JOIN_MS + 90_000,
+);
+
+test(
+  'e: the uninstall (sealmesh-agent --uninstall) leaves no table, rule, route or device of sealmesh behind',
+  () =>
+    scenario('e', async () => {
+      const d = deployment!;
+      const n = members[members.length - 1]!;
+      await d.killAgent(n);
+      expect(await rulesIn(n)).toBeDefined();
+      const r = await d.lab.exec(n, [process.execPath, '--import', 'tsx', 'agent/main.ts', '--uninstall'], {
+        timeoutMs: 60_000,
+      });
+      report(`e: uninstall in ${n}: ${r.stdout.trim().replace(/\n/g, '; ')}`);
+      expect(r.code).toBe(0);
+      expect(await rulesIn(n)).toBeUndefined();
+      const rules = await d.lab.exec(n, ['ip', 'rule', 'show']);
+      expect(rules.stdout).not.toContain('51820');
+      const routes = await d.lab.exec(n, ['ip', 'route', 'show', 'table', 'all']);
+      expect(routes.stdout).not.toMatch(/table 51820|proto 83/);
+      const links = await d.lab.exec(n, ['ip', '-br', 'link', 'show']);
+      expect(links.stdout).not.toMatch(/^sm-/m);
+      expect(pidsIn(n, 'wireguard-go')).toEqual([]);
+    }),
+  120_000,
 );

@@ -380,6 +380,8 @@ export class Agent {
     // 1. Keys (keymaterial.ts).
     const { run, own, next, staged } = await this.material.forPass(p);
     if ('reason' in own) {
+      // no keys yet, but the rules already: this node's traffic to members must not leave in the clear
+      await this.guard.before(p, peerTunnels(p), await rt.device.read());
       await this.report.publish(rt, p.mine, this.report.notApplied(rt, p.mine, now, own.reason, own.message));
       return view.cutoverAt;
     }

@@ -486,9 +486,9 @@ export class Agent {
     if (!known) return;
     const rt = this.runtime(overlay);
     await rt.device.delete();
+    await this.keys.removeOverlay(overlay);
     // only now that the device (and with it every peer) is gone
     await this.guard.leave(rt.device.name);
-    await this.keys.removeOverlay(overlay);
     wipe(rt.opened);
     this.runtimes.delete(overlay);
     this.log.info({ overlay, interface: rt.device.name }, 'left overlay; interface deleted');

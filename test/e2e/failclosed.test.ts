@@ -157,6 +157,19 @@ async function rulesIn(node: string) {
   return new NftFirewall({ run: deployment!.lab.runner(node) }).read();
 }
 
+async function setMode(mode: 'FailClosed' | 'Monitor'): Promise<void> {
+  await custom.patchClusterCustomObject(
+    {
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      name: overlay,
+      body: { spec: { dataPlane: { mode, protectedRanges: [POD_RANGE] } } },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+}
+
 /** The rules of the node's one overlay (undefined: no table or no overlay in it). */
 async function overlayRules(node: string): Promise<OverlayRulesState | undefined> {
   const all = await rulesIn(node);
@@ -243,16 +256,7 @@ test(
     scenario('d', async () => {
       const d = deployment!;
       const [n1] = members as [string];
-      await custom.patchClusterCustomObject(
-        {
-          group: GROUP,
-          version: VERSION,
-          plural: OVERLAY_NETWORK_PLURAL,
-          name: overlay,
-          body: { spec: { dataPlane: { mode: 'Monitor', protectedRanges: [POD_RANGE] } } },
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      await setMode('Monitor');
       await until(
         `${n1}'s rules in Monitor mode`,
         async () => (await overlayRules(n1))?.mode === 'Monitor',
@@ -270,14 +274,94 @@ test(
       report(`d: ${n1}'s Monitor rules counted ${matched?.packets} packets`);
       expect(r.plaintext.total).toBeGreaterThan(0);
       expect(matched?.packets).toBeGreaterThan(0);
+      // back to the default for the scenarios after this one
+      await setMode('FailClosed');
+      await until(
+        `${n1}'s rules back in FailClosed mode`,
+        async () => (await overlayRules(n1))?.mode === 'FailClosed',
+        60_000,
+        250,
+      );
     }),
   JOIN_MS + 90_000,
 );
 
 test(
-  'e: the uninstall (sealmesh-agent --uninstall) leaves no table, rule, route or device of sealmesh behind',
+  'e: the WireGuard UDP port blocked on one node for 10 s while it is probed at 20/s: no plaintext on the underlay; probes get through again after',
   () =>
     scenario('e', async () => {
+      const d = deployment!;
+      const [n1, n2] = members as [string, string];
+      // a table of the test's own in n2, removed afterwards
+      const block = [
+        'add table inet e2eblock',
+        'add chain inet e2eblock in { type filter hook input priority -300; policy accept; }',
+        'add chain inet e2eblock out { type filter hook output priority -300; policy accept; }',
+        'add rule inet e2eblock in udp dport 51820 drop',
+        'add rule inet e2eblock out udp sport 51820 drop',
+      ].join('\n');
+      const r = await probed('e (UDP blocked)', n1, podAddress(d.lab.node(n2).index), async () => {
+        await new Promise((x) => setTimeout(x, 1000));
+        const set = await d.lab.exec(n2, ['nft', '-f', '-'], { input: `${block}\n` });
+        expect(set.stderr).toBe('');
+        await new Promise((x) => setTimeout(x, 10_000));
+        const unset = await d.lab.exec(n2, ['nft', 'delete', 'table', 'inet', 'e2eblock']);
+        expect(unset.code).toBe(0);
+        await allEncrypted(members, JOIN_MS);
+      });
+      expect(r.received).toBeGreaterThan(0);
+      expect(r.plaintext.sample).toEqual([]);
+      expect(r.plaintext.total).toBe(0);
+    }),
+  JOIN_MS + 60_000,
+);
+
+test(
+  'f: a node leaves the overlay (label removed), probed at 20/s until every peer removed it and after: no plaintext on the underlay; its own table goes with its last overlay',
+  () =>
+    scenario('f', async () => {
+      const d = deployment!;
+      const [n1, leaving] = members as [string, string];
+      const others = members.filter((n) => n !== leaving);
+      const key = (await d.lab.exec(leaving, ['wg', 'show', 'all', 'public-key'])).stdout
+        .trim()
+        .split('\t')[1];
+      expect(key).toBeTruthy();
+      const r = await probed('f (leave)', n1, podAddress(d.lab.node(leaving).index), async () => {
+        await new Promise((x) => setTimeout(x, 1000));
+        await label(leaving, null);
+        members = others;
+        await until(
+          `${leaving} to vanish from every other member's device`,
+          async () => {
+            for (const n of others) {
+              const peers = await d.lab.exec(n, ['wg', 'show', 'all', 'peers']);
+              if (peers.stdout.includes(key!)) return false;
+            }
+            return true;
+          },
+          JOIN_MS,
+          250,
+        );
+        await until(
+          `${leaving}'s table to go`,
+          async () => (await rulesIn(leaving)) === undefined,
+          60_000,
+          250,
+        );
+      });
+      expect(r.plaintext.sample).toEqual([]);
+      expect(r.plaintext.total).toBe(0);
+      const rules = await d.lab.exec(leaving, ['ip', 'rule', 'show']);
+      expect(rules.stdout).not.toContain('51820');
+    }),
+  JOIN_MS + 90_000,
+);
+
+test(
+  'g: the uninstall (sealmesh-agent --uninstall) leaves no table, rule, route or device of sealmesh behind',
+  () =>
+    scenario('g', async () => {
       const d = deployment!;
       const n = members[members.length - 1]!;
       await d.killAgent(n);
@@ -285,7 +369,7 @@ test(
       const r = await d.lab.exec(n, [process.execPath, '--import', 'tsx', 'agent/main.ts', '--uninstall'], {
         timeoutMs: 60_000,
       });
-      report(`e: uninstall in ${n}: ${r.stdout.trim().replace(/\n/g, '; ')}`);
+      report(`g: uninstall in ${n}: ${r.stdout.trim().replace(/\n/g, '; ')}`);
       expect(r.code).toBe(0);
       expect(await rulesIn(n)).toBeUndefined();
       const rules = await d.lab.exec(n, ['ip', 'rule', 'show']);

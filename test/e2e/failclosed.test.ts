@@ -9,6 +9,8 @@ import { readFileSync } from 'node:fs';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type { OverlayRulesState } from '../../agent/firewall/firewall.js';
 import { NftFirewall } from '../../agent/firewall/nft.js';
+import { KEY_NAMESPACE } from '../../hack/deploy/deploy.js';
+import { keySecretName } from '../../lib/contract/keysecret.js';
 import {
   API_VERSION,
   GROUP,
@@ -28,7 +30,7 @@ import {
   removeOverlay,
   scenarios,
 } from '../support/env.js';
-import { countPlaintext, startPing, type Plaintext } from '../support/leak.js';
+import { countPlaintext, startPing, startTcpProbe, type Plaintext } from '../support/leak.js';
 import { until } from '../support/wait.js';
 
 const overlay = uniqueName('e2e-fc');
@@ -79,17 +81,21 @@ async function probed(
   const lab = deployment!.lab;
   const capture = await startCapture(lab, 300);
   const ping = startPing(lab, from, to, MARKER);
+  const tcp = startTcpProbe(lab, from, to);
   let counted: { sent: number; received: number };
+  let connections: { sent: number; received: number };
   try {
     await body();
     await new Promise((r) => setTimeout(r, 3000)); // probes through the tunnel after the change
   } finally {
     counted = await ping.stop();
+    connections = await tcp.stop();
   }
   const captured = await capture.stop();
   const plaintext = countPlaintext(captured.lines, PROTECTED);
   report(
-    `${name}: ${counted.sent} probes ${from} -> ${to}, ${counted.received} answered; ` +
+    `${name}: ${counted.sent} pings ${from} -> ${to}, ${counted.received} answered; ` +
+      `${connections.sent} TCP connections, ${connections.received} answered; ` +
       `plaintext on the underlay: ${plaintext.total} (ICMP ${plaintext.icmp}, TCP ${plaintext.tcp}, UDP ${plaintext.udp}, other ${plaintext.other})` +
       (plaintext.sample.length ? `; e.g. ${plaintext.sample.join(' | ')}` : ''),
   );
@@ -359,9 +365,46 @@ test(
 );
 
 test(
-  'g: the uninstall (sealmesh-agent --uninstall) leaves no table, rule, route or device of sealmesh behind',
+  "g: a node's key Secret deleted (the operator replaces it at a new epoch and every pair re-keys) while it is probed at 20/s: no plaintext on the underlay",
   () =>
     scenario('g', async () => {
+      const d = deployment!;
+      const [n1] = members as [string];
+      const victim = members[members.length - 1]!;
+      const epochOf = async (): Promise<number> => {
+        const o = (await custom.getClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: OVERLAY_NETWORK_PLURAL,
+          name: overlay,
+        })) as { status?: { epoch?: number } };
+        return o.status?.epoch ?? 0;
+      };
+      const before = await epochOf();
+      const r = await probed('g (key Secret deleted)', n1, podAddress(d.lab.node(victim).index), async () => {
+        await new Promise((x) => setTimeout(x, 1000));
+        const stem = `${keySecretName(overlay, victim)}.e`;
+        const secrets = await core.listNamespacedSecret({ namespace: KEY_NAMESPACE });
+        const names = secrets.items.map((x) => x.metadata?.name ?? '').filter((n) => n.startsWith(stem));
+        expect(names.length).toBeGreaterThan(0);
+        for (const name of names) await core.deleteNamespacedSecret({ namespace: KEY_NAMESPACE, name });
+        await until('a new epoch', async () => (await epochOf()) > before, JOIN_MS, 250);
+        await allEncrypted(members, JOIN_MS);
+        report(
+          `g: ${names.join(', ')} deleted; epoch ${before} -> ${await epochOf()}, every pair encrypted again`,
+        );
+      });
+      expect(r.received).toBeGreaterThan(0);
+      expect(r.plaintext.sample).toEqual([]);
+      expect(r.plaintext.total).toBe(0);
+    }),
+  JOIN_MS * 2 + 60_000,
+);
+
+test(
+  'h: the uninstall (sealmesh-agent --uninstall) leaves no table, rule, route or device of sealmesh behind',
+  () =>
+    scenario('h', async () => {
       const d = deployment!;
       const n = members[members.length - 1]!;
       await d.killAgent(n);
@@ -369,7 +412,7 @@ test(
       const r = await d.lab.exec(n, [process.execPath, '--import', 'tsx', 'agent/main.ts', '--uninstall'], {
         timeoutMs: 60_000,
       });
-      report(`g: uninstall in ${n}: ${r.stdout.trim().replace(/\n/g, '; ')}`);
+      report(`h: uninstall in ${n}: ${r.stdout.trim().replace(/\n/g, '; ')}`);
       expect(r.code).toBe(0);
       expect(await rulesIn(n)).toBeUndefined();
       const rules = await d.lab.exec(n, ['ip', 'rule', 'show']);

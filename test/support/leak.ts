@@ -50,6 +50,37 @@ export function startPing(lab: Lab, from: string, address: string, marker: strin
   };
 }
 
+/**
+ * TCP connections to the stand-in pod's port 8080 (hack/lab.sh), one every `intervalMs`, from inside
+ * `from`, until stopped; how many were tried and how many got the stand-in's answer.
+ */
+export function startTcpProbe(lab: Lab, from: string, address: string, intervalMs = 100): PingRun {
+  const n = lab.node(from);
+  const loop =
+    `i=0; ok=0; trap 'echo "tried $i answered $ok"; exit 0' INT TERM; ` +
+    `while [ $i -lt 6000 ]; do i=$((i+1)); ` +
+    `socat -T1 - TCP:${address}:8080,connect-timeout=1 </dev/null 2>/dev/null | grep -q standin && ok=$((ok+1)); ` +
+    `sleep ${intervalMs / 1000}; done; echo "tried $i answered $ok"`;
+  const child: ChildProcess = spawn(
+    'nsenter',
+    [`--net=${n.netns}`, `--mount=${n.mountns}`, '--', 'bash', '-c', loop],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return {
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+      const m = /tried (\d+) answered (\d+)/.exec(output);
+      return { sent: Number(m?.[1] ?? 0), received: Number(m?.[2] ?? 0), output };
+    },
+  };
+}
+
 /** Plaintext packets of a capture (`tcpdump -nn` lines) to or from a protected range, by kind. */
 export interface Plaintext {
   icmp: number;

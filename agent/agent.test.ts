@@ -21,6 +21,7 @@ import { newBoxKeyPair, newPresharedKey, seal, type BoxKeyPair } from '../lib/se
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../lib/contract/identity.js';
 import { Agent, interfaceName } from './agent.js';
 import { FakeWireGuardDevice } from './testing/device.js';
+import { FakeFirewall } from './testing/firewall.js';
 import { FakeApiServer, OVERLAYS_PATH, TUNNELS_PATH, configMapsPath, secretsPath } from './testing/fakes.js';
 import { agentLeaseName } from '../lib/contract/liveness.js';
 import type { Prober } from './probe.js';
@@ -78,6 +79,7 @@ class World {
   readonly clock = new FakeClock(Date.UTC(2026, 10, 21, 5, 0, 0));
   readonly operator = newBoxKeyPair();
   readonly devices = new Map<string, FakeWireGuardDevice>();
+  readonly firewall = new FakeFirewall();
   readonly probes: string[] = [];
   readonly logLines: string[] = [];
   readonly peers = new Map<string, Peer>();
@@ -148,6 +150,7 @@ class World {
       probeIntervalMs: PROBE_MS,
       underlayMtu: () => Promise.resolve(1500),
       informer: { stallTimeoutMs: 1e9 },
+      firewall: this.firewall,
       deviceFactory:
         device ??
         ((name) => {
@@ -769,6 +772,85 @@ test('leaving the overlay deletes the device and the keys kept for it', async ()
   await expect(stat(join(world.stateDir, 'overlays', OVERLAY))).rejects.toMatchObject({ code: 'ENOENT' });
   // envelope key stays: it identifies the node, not the overlay
   expect((await stat(join(world.stateDir, 'envelope.key'))).isFile()).toBe(true);
+});
+
+test('fail-closed: the rules go in before the first peer and route, cover members without keys and the declared ranges minus own, and go only after the device when the node leaves', async () => {
+  world = new World();
+  await world.init();
+  world.api.put(OVERLAYS_PATH, {
+    apiVersion: 'sealmesh.io/v1alpha1',
+    kind: 'OverlayNetwork',
+    metadata: { name: OVERLAY },
+    spec: { addressPool: '10.99.0.0/24', dataPlane: { protectedRanges: ['10.244.0.0/22'] } },
+  });
+  // a's own pod CIDR is 10.244.1.0/24
+  world.api.put(
+    TUNNELS_PATH,
+    tunnelObject('a', 1, undefined, { allowedIPs: ['10.99.0.1/32', '10.244.1.0/24'] }),
+  );
+  const order: string[] = [];
+  const sync = world.firewall.sync.bind(world.firewall);
+  world.firewall.sync = (r) => {
+    order.push(`rules ${r.prefixes.join(',')}`);
+    return sync(r);
+  };
+  const name = interfaceName('sm', OVERLAY);
+  const device = new FakeWireGuardDevice(name);
+  const upsert = device.upsertPeer.bind(device);
+  device.upsertPeer = (peer) => {
+    order.push('peer');
+    return upsert(peer);
+  };
+  const routes = device.syncRoutes.bind(device);
+  device.syncRoutes = (prefixes) => {
+    order.push('routes');
+    return routes(prefixes);
+  };
+  world.devices.set(name, device);
+  world.agent = world.newAgent();
+  await world.agent.start();
+  await waitUntil('envelope key published', () => world.status().envelopePublicKey !== undefined);
+  // no PSK yet (PerPair): no peer, yet b and c are protected already, with the declared range minus a's own
+  await waitUntil('peers awaiting', () => world.status().peers?.length === 2);
+  const want = ['10.99.0.2/31', '10.244.0.0/24', '10.244.2.0/23'];
+  expect(world.firewall.table?.get(name)).toMatchObject({ device: name, mode: 'FailClosed', prefixes: want });
+  expect(order.indexOf('peer')).toBe(-1);
+  world.sealPair('b', 'b');
+  await waitUntil('b configured', () => world.peerEntry('b')?.state === 'Handshaking');
+  expect(order[0]).toBe(`rules ${want.join(',')}`);
+  expect(order.indexOf('peer')).toBeGreaterThan(0);
+  expect(order.indexOf('routes')).toBeGreaterThan(0);
+
+  // Monitor: the same set, counted only
+  world.api.put(OVERLAYS_PATH, {
+    apiVersion: 'sealmesh.io/v1alpha1',
+    kind: 'OverlayNetwork',
+    metadata: { name: OVERLAY },
+    spec: {
+      addressPool: '10.99.0.0/24',
+      dataPlane: { mode: 'Monitor', protectedRanges: ['10.244.0.0/22'] },
+    },
+  });
+  await waitUntil('Monitor', () => world.firewall.table?.get(name)?.mode === 'Monitor');
+
+  // leaving: the device goes first, then the rules (and with the last overlay the table)
+  world.api.remove(TUNNELS_PATH, `${OVERLAY}.a`);
+  await waitUntil('table removed', () => world.firewall.table === undefined);
+  expect(device.exists).toBe(false);
+  const removeAt = world.firewall.calls.findIndex((c) => c.method === 'remove');
+  expect(removeAt).toBeGreaterThan(0);
+  expect(world.firewall.calls.slice(removeAt + 1).filter((c) => c.method === 'sync')).toEqual([]);
+});
+
+test('fail-closed: a firewall error stops the pass before the device is touched and is reported', async () => {
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  world.firewall.failNext(new Error('nft: Operation not permitted'));
+  await world.start();
+  await waitUntil('peers configured', () => world.status().peers?.length === 2);
+  const first = world.firewall.calls.findIndex((c) => c.method === 'sync');
+  expect(first).toBe(0);
+  expect(world.allLogs()).toContain('fail-closed rules of');
 });
 
 test('Operator custody: the sealed private key is applied only when it matches spec.publicKey', async () => {

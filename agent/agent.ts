@@ -41,6 +41,9 @@ import { nodeTunnelResource, overlayInformers, overlayOf, samePeerView } from '.
 
 export { peerTunnelView } from './watch.js';
 import { pingProber, sysUnderlayMtu, type Prober, type UnderlayMtu } from './probe.js';
+import type { Firewall } from './firewall/firewall.js';
+import { EpochFloor } from './epochfloor.js';
+import { Guard } from './guard.js';
 import { DeviceProgram } from './program.js';
 import { deviceReady, StatusReport } from './report.js';
 
@@ -55,6 +58,8 @@ export interface AgentOptions {
   stateDir: string;
   api: AgentApi;
   deviceFactory: DeviceFactory;
+  /** The fail-closed rules (agent/firewall); absent: none (unit tests that do not look at them). */
+  firewall?: Firewall;
   /** Sends a packet through the tunnel to trigger a handshake (default: one ping). */
   prober?: Prober;
   /** MTU of the underlay interface that holds an address (default: read from /sys). */
@@ -87,6 +92,8 @@ export class Agent {
   private readonly material: KeyMaterial;
   private readonly program: DeviceProgram;
   private readonly report: StatusReport;
+  private readonly floor: EpochFloor;
+  private readonly guard: Guard;
   private readonly prefix: string;
   private readonly probeIntervalMs: number;
   private readonly queue: WorkQueue;
@@ -112,7 +119,9 @@ export class Agent {
     this.log = (opts.logger ?? newLogger('agent')).child({ node: opts.node });
     this.keys = new KeyStore(opts.stateDir, opts.random);
     this.program = new DeviceProgram(opts.prober ?? pingProber, opts.underlayMtu ?? sysUnderlayMtu);
+    this.guard = new Guard(opts.firewall);
     this.report = new StatusReport(opts.api, () => this.envelopePublicKey(), this.log);
+    this.floor = new EpochFloor(this.keys, this.report);
     this.prefix = opts.interfacePrefix ?? 'sm';
     if (this.prefix.length > 8)
       throw new Error(`interface prefix ${this.prefix} is longer than 8 characters`);
@@ -332,6 +341,7 @@ export class Agent {
       tunnel: parsed.value,
       custody: ov.value.spec.keys.custody,
       presharedKeys: ov.value.spec.keys.presharedKeys,
+      dataPlane: ov.value.spec.dataPlane,
       operatorKey: operatorKey.key,
       operatorKeyProblem: operatorKey.problem,
       view: epochView(ovStatus.data, parsed.value.spec.epoch, now),
@@ -355,14 +365,10 @@ export class Agent {
       for (const name of rt.secrets.keys())
         if (!w.secrets.get(name, this.o.namespace)) rt.secrets.delete(name);
     }
-    // The cutover instant is a timer of its own: the switch must not wait for the next measurement.
-    const wake = Math.min(cutoverAt ?? Infinity, pass.wakeAt ?? Infinity);
-    return {
-      requeueAfterMs: Math.min(
-        this.probeIntervalMs,
-        wake === Infinity ? Infinity : Math.max(1, wake - this.clock.now()),
-      ),
-    };
+    // The cutover instant (and a pending handshake restart) is a timer of its own: it must not wait for the
+    // next measurement.
+    const wake = Math.min(cutoverAt ?? Infinity, pass.wakeAt ?? Infinity) - this.clock.now();
+    return { requeueAfterMs: Math.min(this.probeIntervalMs, Math.max(1, wake)) };
   }
 
   /**
@@ -375,24 +381,14 @@ export class Agent {
     // 1. Keys (keymaterial.ts).
     const { run, own, next, staged } = await this.material.forPass(p);
     if ('reason' in own) {
+      // no keys yet, but the rules already: this node's traffic to members must not leave in the clear
+      await this.guard.before(p, peerTunnels(p), await rt.device.read());
       await this.report.publish(rt, p.mine, this.report.notApplied(rt, p.mine, now, own.reason, own.message));
       return view.cutoverAt;
     }
     const ownKey = own;
-    // Epochs only increase: an overlay status restored to an older epoch would bring retired keys back.
-    const uid = (p.w.network.get(p.overlay)?.metadata as { uid?: string } | undefined)?.uid ?? '';
-    if (rt.floor === undefined) rt.floor = (await this.keys.epochFloor(p.overlay)) ?? null;
-    const floor = rt.floor && rt.floor.uid === uid ? rt.floor.epoch : undefined;
-    if (floor !== undefined && run < floor) {
-      const message =
-        `the overlay's epoch ${run} is below epoch ${floor}, which this node already ran: refusing to go back ` +
-        `to retired keys (the operator moves the overlay to a new epoch)`;
-      log.warn({ epoch: run, floor }, 'epoch rolled back; not applying it');
-      const status = this.report.notApplied(rt, p.mine, now, 'EpochRolledBack', message);
-      // what this node ran, so the operator sees status.epoch is behind (plan/rotation.ts, epochAfterRollback)
-      await this.report.publish(rt, p.mine, { ...status, appliedEpoch: floor });
-      return view.cutoverAt;
-    }
+    // Epochs only increase (epochfloor.ts): an older overlay status would bring retired keys back.
+    if (await this.floor.refuse(p, run)) return view.cutoverAt;
     const switching = p.current !== undefined && p.current !== run;
     // A PSK-only cutover keeps every session: the handshake of the session in use still counts.
     const keepSessions = switching && view.cutover && view.rotation?.scope === 'PresharedKeys';
@@ -424,7 +420,15 @@ export class Agent {
       psk: (peer, peerSecret, epoch) => this.material.presharedKey(p, peer, peerSecret, epoch),
     });
 
-    // 3. Change the device in one tight sequence (program.ts): at a cutover this is the gap in traffic.
+    // 3. The fail-closed rules before any peer or route (guard.ts), the device in one tight sequence (program.ts:
+    // at a cutover this is the gap in traffic), then the rules narrowed to what it holds.
+    try {
+      await this.guard.before(p, tunnels, state);
+    } catch (err) {
+      const message = `fail-closed rules of ${device.name}: ${describeError(err)}`;
+      await this.report.publishFailure(rt, p.mine, now, 'DeviceError', message);
+      throw new Error(`failed to install the ${message}`, { cause: err });
+    }
     try {
       state = await this.program.apply(p, {
         desired,
@@ -442,11 +446,9 @@ export class Agent {
       await this.report.publishFailure(rt, p.mine, now, 'DeviceError', describeError(err));
       throw new Error(`failed to program ${device.name}: ${describeError(err)}`, { cause: err });
     }
+    await this.guard.after(p, tunnels, state);
     rt.epoch = run;
-    if (floor === undefined || run > floor) {
-      rt.floor = { uid, epoch: run };
-      await this.keys.setEpochFloor(p.overlay, rt.floor);
-    }
+    await this.floor.ran(p, run);
     await this.material.pruneNodeKeys(p, Math.min(run, view.base));
 
     // 4. Read-back and measurement, then the report (report.ts).
@@ -489,6 +491,8 @@ export class Agent {
     const rt = this.runtime(overlay);
     await rt.device.delete();
     await this.keys.removeOverlay(overlay);
+    // only now that the device (and with it every peer) is gone
+    await this.guard.leave(rt.device.name);
     wipe(rt.opened);
     this.runtimes.delete(overlay);
     this.log.info({ overlay, interface: rt.device.name }, 'left overlay; interface deleted');

@@ -7,14 +7,19 @@ import { newLogger } from '../lib/log.js';
 import { parseDuration } from '../api/v1alpha1/validation.js';
 import { Agent } from './agent.js';
 import { WgCliDevice } from './device/wgcli.js';
+import { NftFirewall } from './firewall/nft.js';
 import { KubeAgentApi } from './kube.js';
+import { uninstall } from './uninstall.js';
 
 const USAGE = `usage: agent [--node NAME] [--state-dir DIR] [--namespace NS] [--interface-prefix P] [--probe-interval 5s]
+       agent --uninstall [--interface-prefix P]
   --node              this node's name (env NODE_NAME)
   --state-dir         where keys are kept (env SEALMESH_STATE_DIR, default /var/lib/sealmesh)
   --namespace         the key namespace: sealed key Secrets, the operator's public key, liveness Leases (env SEALMESH_NAMESPACE, default sealmesh-keys)
   --interface-prefix  interface names are <prefix>-<6 hex> (default sm)
   --probe-interval    how often peers are measured (default 5s)
+  --uninstall         remove sealmesh's fail-closed rules (nft table inet sealmesh), its ip rule and routes and
+                      its WireGuard interfaces from this node, then exit (no API access needed)
 The kubeconfig comes from $KUBECONFIG, else the in-cluster service account.`;
 
 async function main(): Promise<void> {
@@ -25,11 +30,16 @@ async function main(): Promise<void> {
       namespace: { type: 'string' },
       'interface-prefix': { type: 'string' },
       'probe-interval': { type: 'string' },
+      uninstall: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     console.log(USAGE);
+    return;
+  }
+  if (values.uninstall) {
+    for (const what of await uninstall(values['interface-prefix'] ?? 'sm')) console.log(`removed ${what}`);
     return;
   }
   const node = values.node ?? process.env.NODE_NAME;
@@ -47,6 +57,7 @@ async function main(): Promise<void> {
     probeIntervalMs: probeSeconds * 1000,
     api: new KubeAgentApi(loadKubeConfig()),
     deviceFactory: (name) => new WgCliDevice(name),
+    firewall: new NftFirewall(),
     logger: log,
   });
 

@@ -9,6 +9,7 @@ import type { Informer } from '../lib/runtime/informer.js';
 import type { RawObject } from '../lib/runtime/rest.js';
 import type { WireGuardDevice } from './device/device.js';
 import type { EpochView } from './epoch.js';
+import type { DataPlane } from './guard.js';
 
 export interface OverlayWatch {
   tunnels: Informer<RawObject>;
@@ -88,6 +89,8 @@ export interface Pass {
   tunnel: NodeTunnel;
   custody: Custody;
   presharedKeys: 'PerPair' | 'Disabled';
+  /** the overlay's spec.dataPlane: fail-closed or monitor, and the declared protected ranges */
+  dataPlane: DataPlane;
   operatorKey: Uint8Array | undefined;
   /** why the operator's published key is not trusted (it differs from the pinned one) */
   operatorKeyProblem?: string | undefined;

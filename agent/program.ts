@@ -52,6 +52,8 @@ export class DeviceProgram {
     const started = performance.now();
     const interfaceId = JSON.stringify([desired.addresses, mtu, desired.listenPort]);
     let keySet = false;
+    // a device that is gone took its routes with it
+    if (!state) rt.routes = undefined;
     if (!state || rt.interfaceId !== interfaceId) {
       await device.ensureInterface({
         addresses: desired.addresses,

@@ -16,8 +16,12 @@
 # /sys, so /sys/class/net shows the node's links). The namespace is kept alive by bind-mounting it onto a file
 # under the state dir, which is itself a private mount so the bind never propagates anywhere.
 #
-# Node i (from 1): Kubernetes name lab-<run>-n<i>, underlay 198.18.0.(i+1)/24 on eth0, pod CIDR 10.244.i.0/24
-# (10.244.i.1/32 sits on lo so there is something to route to). Unless --no-k8s, a Node object
+# Node i (from 1): Kubernetes name lab-<run>-n<i>, underlay 198.18.0.(i+1)/24 on eth0, pod CIDR 10.244.i.0/24.
+# Nodes look like real nodes (../shared/DESIGN.md, "The local lab"): a default route out of eth0 via the
+# underlay router 198.18.0.1 (the underlay namespace, which forwards and routes every node's pod CIDR to its
+# node, as a host-gw CNI would), and a stand-in pod: 10.244.i.1/32 on lo that answers
+# pings, and TCP on port 8080 (a socat that answers with one line). Without both a capture cannot see a leak:
+# traffic to a prefix with no tunnel route would have nowhere to go. Unless --no-k8s, a Node object
 # per lab node is created with those addresses and the label sealmesh.io/lab=<run>, and the API server (which
 # listens on 127.0.0.1 of the host) is relayed to 127.0.0.1:<same port> inside every node through a unix
 # socket, so .local/kubeconfig works unchanged inside a node.
@@ -156,7 +160,11 @@ create_node() { # create_node INDEX
   ns_sysctl "$node" net/ipv6/conf/eth0/disable_ipv6 1 # only on eth0: the overlay may be IPv6
   ip -n "$node" addr add "$ip/24" dev eth0
   ip -n "$node" link set eth0 up
-  # The node's first pod address, on lo (/32: a /24 on lo would make the whole pod CIDR local).
+  # Every real node has a default route; the underlay router sends pod-CIDR traffic on to the right node.
+  ip -n "$node" route add default via 198.18.0.1 dev eth0
+  ip -n "$UNDERLAY" route replace "$pod" via "$ip" dev br0
+  # The stand-in pod: the node's first pod address, on lo (/32: a /24 on lo would make the whole pod CIDR
+  # local; these kernels have no dummy interfaces).
   ip -n "$node" addr add "10.244.$i.1/32" dev lo
 
   : >"$nsdir/$node.mnt"
@@ -175,6 +183,10 @@ create_node() { # create_node INDEX
   if ((K8S)) && [[ -n $API_PORT ]]; then
     start_in_node "$node" apiserver-relay socat \
       "TCP-LISTEN:$API_PORT,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$labdir/apiserver.sock"
+  fi
+  if command -v socat >/dev/null; then
+    start_in_node "$node" standin-pod socat "TCP-LISTEN:8080,bind=10.244.$i.1,fork,reuseaddr" \
+      "SYSTEM:echo standin-$node"
   fi
   if [[ -n $AGENT_CMD ]]; then start_in_node "$node" agent bash -c "$AGENT_CMD"; fi
   state_set NEXT $((i + 1))
@@ -264,6 +276,12 @@ cmd_up() {
   # from 0.0.0.0, which a capture would have to explain away.
   ip -n "$UNDERLAY" link add br0 type bridge mcast_snooping 0
   ip -n "$UNDERLAY" link set br0 multicast off up
+  # The underlay router every node's default route points at. It forwards between nodes on the same bridge,
+  # so it must not send ICMP redirects (they would be noise in every capture).
+  ip -n "$UNDERLAY" addr add 198.18.0.1/24 dev br0
+  ns_sysctl "$UNDERLAY" net/ipv4/conf/all/send_redirects 0
+  ns_sysctl "$UNDERLAY" net/ipv4/conf/br0/send_redirects 0
+  ns_sysctl "$UNDERLAY" net/ipv4/ip_forward 1
 
   if ((K8S)); then start_api_relay; fi
   local i

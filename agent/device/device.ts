@@ -61,8 +61,9 @@ export interface WireGuardDevice {
   /** The device as it is now; undefined when the interface does not exist. */
   read(): Promise<DeviceState | undefined>;
   /**
-   * Makes the routes this device owns (marked with their own route protocol) through the interface exactly `prefixes`: adds or
-   * replaces the missing ones, removes the rest. Routes anyone else added are left alone.
+   * Makes the routes this device owns (marked with their own route protocol, in sealmesh's own routing table
+   * behind an `ip rule`: policy.ts) through the interface exactly `prefixes`: adds or replaces the missing
+   * ones, removes the rest. Routes anyone else added, the CNI's in the main table among them, are left alone.
    */
   syncRoutes(prefixes: string[]): Promise<void>;
   /** Removes the interface (and with it its routes). No-op when it does not exist. */

@@ -20,7 +20,11 @@ class ScriptedHost {
   exists = false;
   kernel = false;
   addresses: string[] = [];
+  /** sealmesh's routing table */
   routes: string[] = [];
+  /** routes of this device in the main table (left by earlier versions) */
+  mainRoutes: string[] = [];
+  rules: { family: string }[] = [];
   listenPort = 0;
   privateKey = '(none)';
   publicKey = '(none)';
@@ -65,16 +69,30 @@ class ScriptedHost {
         argv[2] === 'add' ? [...this.addresses, addr] : this.addresses.filter((a) => a !== addr);
       return ok();
     }
+    if (argv[0] === 'ip' && argv[1] === '-j' && argv[3] === 'rule') {
+      return ok(
+        JSON.stringify(this.rules.filter((r) => r.family === argv[2]).map(() => ({ table: '51820' }))),
+      );
+    }
+    if (argv[0] === 'ip' && argv[2] === 'rule' && argv[3] === 'add') {
+      this.rules.push({ family: argv[1]! });
+      return ok();
+    }
     if (argv[0] === 'ip' && argv[1] === '-j' && argv[3] === 'route') {
       const v6 = argv[2] === '-6';
+      const list = argv.at(-1) === 'main' ? this.mainRoutes : this.routes;
       return ok(
         JSON.stringify(
-          this.routes.filter((r) => r.includes(':') === v6).map((r) => ({ dst: r.replace(/\/32$/, '') })),
+          list.filter((r) => r.includes(':') === v6).map((r) => ({ dst: r.replace(/\/32$/, '') })),
         ),
       );
     }
     if (argv[0] === 'ip' && argv[2] === 'route') {
       const prefix = argv[4]!;
+      if (argv.at(-1) === 'main') {
+        this.mainRoutes = this.mainRoutes.filter((r) => r !== prefix);
+        return ok();
+      }
       this.routes = this.routes.filter((r) => r !== prefix);
       if (argv[3] === 'replace') this.routes.push(prefix);
       return ok();
@@ -325,22 +343,32 @@ describe('peers', () => {
 });
 
 describe('syncRoutes', () => {
-  test('adds the wanted routes and removes only its own stale ones', async () => {
+  test('adds the wanted routes to the sealmesh table behind its rule and removes only its own stale ones', async () => {
     const host = new ScriptedHost();
     host.exists = true;
     host.routes = ['10.244.9.0/24'];
+    host.mainRoutes = ['10.244.7.0/24'];
     const dev = newDevice(host);
     await dev.syncRoutes(['10.244.2.0/24', '10.100.0.2', 'fd00:244:3::/64']);
     const mutations = host.calls
-      .filter((c) => c.includes('replace') || c.includes('del'))
+      .filter((c) => c.includes('replace') || c.includes('del') || c.includes('add'))
       .map((c) => c.join(' '));
     expect(mutations).toEqual([
-      'ip -4 route replace 10.244.2.0/24 dev wg0 proto 83',
-      'ip -4 route replace 10.100.0.2/32 dev wg0 proto 83',
-      'ip -6 route replace fd00:244:3::/64 dev wg0 proto 83',
-      'ip -4 route del 10.244.9.0/24 dev wg0 proto 83',
+      'ip -4 rule add pref 5210 lookup 51820',
+      'ip -6 rule add pref 5210 lookup 51820',
+      'ip -4 route replace 10.244.2.0/24 dev wg0 proto 83 table 51820',
+      'ip -4 route replace 10.100.0.2/32 dev wg0 proto 83 table 51820',
+      'ip -6 route replace fd00:244:3::/64 dev wg0 proto 83 table 51820',
+      'ip -4 route del 10.244.9.0/24 dev wg0 proto 83 table 51820',
+      // an earlier version's route in the main table (marked as ours) goes
+      'ip -4 route del 10.244.7.0/24 dev wg0 proto 83 table main',
     ]);
-    expect((await dev.ownedRoutes()).sort()).toEqual(['10.100.0.2/32', '10.244.2.0/24', 'fd00:244:3::/64']);
+    // a second sync finds the rules in place
+    host.calls = [];
+    await dev.syncRoutes(['10.244.2.0/24']);
+    expect(host.calls.filter((c) => c.includes('rule') && c.includes('add'))).toEqual([]);
+    expect((await dev.ownedRoutes()).sort()).toEqual(['10.244.2.0/24']);
+    expect(host.mainRoutes).toEqual([]);
   });
 });
 

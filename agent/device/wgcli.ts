@@ -22,6 +22,7 @@ import {
   type PeerState,
   type WireGuardDevice,
 } from './device.js';
+import { ensureRule, ROUTE_TABLE } from './policy.js';
 
 export interface CommandResult {
   stdout: string;
@@ -209,54 +210,40 @@ export class WgCliDevice implements WireGuardDevice {
   async syncRoutes(prefixes: string[]): Promise<void> {
     const wanted = new Set(prefixes.map(normalizePrefix));
     const have = await this.ownedRoutes();
+    for (const family of new Set([...wanted].map(familyFlag))) await ensureRule(this.run, family);
     for (const prefix of wanted) {
-      await this.run([
-        'ip',
-        familyFlag(prefix),
-        'route',
-        'replace',
-        prefix,
-        'dev',
-        this.name,
-        'proto',
-        ROUTE_PROTO,
-      ]);
+      await this.run(['ip', familyFlag(prefix), 'route', 'replace', prefix, ...this.routeOf()]);
     }
     for (const prefix of have) {
-      if (!wanted.has(prefix)) {
-        await this.run([
-          'ip',
-          familyFlag(prefix),
-          'route',
-          'del',
-          prefix,
-          'dev',
-          this.name,
-          'proto',
-          ROUTE_PROTO,
-        ]);
-      }
+      if (!wanted.has(prefix))
+        await this.run(['ip', familyFlag(prefix), 'route', 'del', prefix, ...this.routeOf()]);
+    }
+    // Earlier versions put their routes into the main table (the CNI's): those go, now that ours are elsewhere.
+    for (const prefix of await this.ownedRoutes('main')) {
+      await this.run(['ip', familyFlag(prefix), 'route', 'del', prefix, ...this.routeOf('main')]);
     }
   }
 
-  /** The routes through this interface that syncRoutes owns, as normalized prefixes. */
-  async ownedRoutes(): Promise<string[]> {
+  /** `dev <if> proto 83 table <table>`: what marks a route as this device's. */
+  private routeOf(table = ROUTE_TABLE): string[] {
+    return ['dev', this.name, 'proto', ROUTE_PROTO, 'table', table];
+  }
+
+  /** The routes through this interface that syncRoutes owns (in sealmesh's table), as normalized prefixes. */
+  async ownedRoutes(table = ROUTE_TABLE): Promise<string[]> {
     if (!(await this.exists())) {
       return [];
     }
     const out: string[] = [];
     for (const family of ['-4', '-6'] as const) {
-      const { stdout } = await this.run([
-        'ip',
-        '-j',
-        family,
-        'route',
-        'show',
-        'dev',
-        this.name,
-        'proto',
-        ROUTE_PROTO,
-      ]);
+      let stdout: string;
+      try {
+        ({ stdout } = await this.run(['ip', '-j', family, 'route', 'show', ...this.routeOf(table)]));
+      } catch (err) {
+        // a table nothing was ever added to does not exist yet
+        if (err instanceof CommandError && /FIB table does not exist/i.test(err.stderr)) continue;
+        throw err;
+      }
       for (const r of parseJson<{ dst?: string }[]>(stdout, 'ip route show')) {
         if (r.dst && r.dst !== 'default') {
           out.push(normalizePrefix(r.dst.includes('/') ? r.dst : `${r.dst}/${family === '-4' ? 32 : 128}`));

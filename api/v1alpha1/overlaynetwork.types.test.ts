@@ -17,6 +17,7 @@ test('the API server defaults are zod defaults too', () => {
     persistentKeepalive: '25s',
     routePodCIDRs: true,
     keys: { custody: 'Node', presharedKeys: 'PerPair' },
+    dataPlane: { mode: 'FailClosed' },
     paused: false,
   });
   expect(r.value.apiVersion).toBe('sealmesh.io/v1alpha1');

@@ -15,7 +15,16 @@ import {
   OVERLAY_NETWORK_PLURAL,
   type KindInfo,
 } from './groupversion.js';
-import { cidr, cron, duration, parseCIDR, timeZone, withRules, type PrefixRange } from './validation.js';
+import {
+  cidr,
+  cron,
+  duration,
+  listSet,
+  parseCIDR,
+  timeZone,
+  withRules,
+  type PrefixRange,
+} from './validation.js';
 
 /**
  * Allowed prefix lengths of `spec.addressPool`. IPv4 /8../30 and IPv6 /64../126: every pool has room for at
@@ -129,6 +138,42 @@ export const KeysSchema = withRules(
   ],
 ).prefault({});
 
+/** At most this many declared protected ranges per overlay (each is one interval of an nft set). */
+export const MAX_PROTECTED_RANGES = 64;
+
+export const DataPlaneSchema = z
+  .object({
+    mode: z
+      .enum(['FailClosed', 'Monitor'])
+      .default('FailClosed')
+      .describe(
+        'FailClosed (default): traffic to or from a protected prefix that does not go through this ' +
+          "overlay's WireGuard interface is dropped and counted (nftables table inet sealmesh on every " +
+          'node), so it is encrypted or dropped, never sent in the clear: while a node joins, before its ' +
+          'keys or pre-shared keys exist, while the agent restarts or the WireGuard device is gone. Monitor: ' +
+          'the same traffic is only counted, not dropped; for turning sealmesh on in a running cluster and ' +
+          'seeing what FailClosed would drop first.',
+      ),
+    protectedRanges: listSet(
+      cidr({
+        description: 'A CIDR, e.g. 10.244.0.0/16. Must be a network address.',
+        network: true,
+      }),
+      MAX_PROTECTED_RANGES,
+    )
+      .optional()
+      .describe(
+        "Ranges protected besides every member's tunnel address and pod CIDRs, typically the cluster's " +
+          'whole pod range, so traffic to a node whose NodeTunnel does not exist yet is dropped too. Each ' +
+          "node leaves its own pod CIDRs and tunnel address out. Must not contain nodes' underlay addresses.",
+      ),
+  })
+  .describe(
+    'How the data plane treats traffic between members that would otherwise leave unencrypted: the ' +
+      'protected prefixes and whether it is dropped or only counted.',
+  )
+  .prefault({});
+
 export const OverlayNetworkSpecSchema = withRules(
   z
     .object({
@@ -172,6 +217,7 @@ export const OverlayNetworkSpecSchema = withRules(
         .default(true)
         .describe("Route each peer node's spec.podCIDRs through the tunnel, not only its tunnel address."),
       keys: KeysSchema.describe('Key custody, pre-shared keys and rotation.'),
+      dataPlane: DataPlaneSchema,
       paused: z
         .boolean()
         .default(false)

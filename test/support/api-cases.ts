@@ -52,6 +52,27 @@ const keys = (k: Record<string, unknown>) => ({ keys: k });
 const rotation = (r: Record<string, unknown>) => keys({ rotation: r });
 
 export const badCases: Case[] = [
+  // fail-closed data plane
+  {
+    name: 'protected range is not a CIDR',
+    kind: 'OverlayNetwork',
+    build: ov({ dataPlane: { protectedRanges: ['10.244.0.0'] } }),
+    field: 'spec.dataPlane.protectedRanges[0]',
+    message: 'must be a CIDR',
+  },
+  {
+    name: 'protected range has host bits set',
+    kind: 'OverlayNetwork',
+    build: ov({ dataPlane: { protectedRanges: ['10.244.0.1/16'] } }),
+    field: 'spec.dataPlane.protectedRanges[0]',
+    message: 'must be a network address',
+  },
+  {
+    name: 'data plane mode unknown',
+    kind: 'OverlayNetwork',
+    build: ov({ dataPlane: { mode: 'Open' } }),
+    field: 'spec.dataPlane.mode',
+  },
   // CIDRs
   {
     name: 'pool is an address, not a CIDR',

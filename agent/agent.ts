@@ -111,6 +111,8 @@ export class Agent {
   }
   /** Reconcile passes finished so far, successful or not (tests and metrics). */
   passes = 0;
+  /** The caches synced and passes run: what /readyz reports (main.ts). */
+  running = false;
 
   constructor(opts: AgentOptions) {
     this.o = opts;
@@ -178,10 +180,8 @@ export class Agent {
     return this.envelope ? encodeKey(this.envelope.publicKey, 'envelope public key') : undefined;
   }
 
-  /**
-   * Loads (or creates) the envelope key, waits for the caches of this node's NodeTunnels and the operator
-   * identity, then starts reconciling and the liveness Lease. Resolves once running.
-   */
+  /** Loads (or creates) the envelope key, waits for the caches of this node's NodeTunnels and the operator
+   * identity, then starts reconciling and the liveness Lease. Resolves once running. */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
@@ -197,6 +197,7 @@ export class Agent {
     for (const overlay of await this.keys.overlays()) this.queue.add(overlay);
     this.queue.start();
     this.lease.start();
+    this.running = true;
     this.log.info('agent running');
   }
 
@@ -371,10 +372,8 @@ export class Agent {
     return { requeueAfterMs: Math.min(this.probeIntervalMs, Math.max(1, wake)) };
   }
 
-  /**
-   * One pass: work out the epoch to run and every key for it (local only), then change the device in one tight
-   * sequence, read it back, measure and report. Returns the cutover instant to wake up for, if one is ahead.
-   */
+  /** One pass: work out the epoch to run and every key for it (local only), then change the device in one tight
+   * sequence, read it back, measure and report. Returns the cutover instant to wake up for, if one is ahead. */
   private async apply(p: Pass): Promise<number | undefined> {
     const { tunnel, rt, log, now, view } = p;
 

@@ -2,7 +2,9 @@
 // variables. SIGTERM/SIGINT stop the watches but leave every WireGuard interface up, so traffic keeps
 // flowing while the agent restarts.
 import { parseArgs } from 'node:util';
+import { Registry } from 'prom-client';
 import { loadKubeConfig } from '../lib/kube.js';
+import { RuntimeServer } from '../lib/runtime/server.js';
 import { newLogger } from '../lib/log.js';
 import { parseDuration } from '../api/v1alpha1/validation.js';
 import { Agent } from './agent.js';
@@ -11,13 +13,19 @@ import { NftFirewall } from './firewall/nft.js';
 import { KubeAgentApi } from './kube.js';
 import { uninstall } from './uninstall.js';
 
+/** The agent's /healthz and /readyz port on the node's loopback (hostNetwork: it shares the node's ports). */
+const DEFAULT_HEALTH_PORT = 9466;
+
 const USAGE = `usage: agent [--node NAME] [--state-dir DIR] [--namespace NS] [--interface-prefix P] [--probe-interval 5s]
+             [--health-port ${DEFAULT_HEALTH_PORT}] [--health-host 127.0.0.1]
        agent --uninstall [--interface-prefix P]
   --node              this node's name (env NODE_NAME)
   --state-dir         where keys are kept (env SEALMESH_STATE_DIR, default /var/lib/sealmesh)
   --namespace         the key namespace: sealed key Secrets, the operator's public key, liveness Leases (env SEALMESH_NAMESPACE, default sealmesh-keys)
   --interface-prefix  interface names are <prefix>-<6 hex> (default sm)
   --probe-interval    how often peers are measured (default 5s)
+  --health-port       serve /healthz (alive) and /readyz (caches synced, passes running) on this port (0: off)
+  --health-host       address to serve them on (default 127.0.0.1: the kubelet probes the node's loopback)
   --uninstall         remove sealmesh's fail-closed rules (nft table inet sealmesh), its ip rule and routes and
                       its WireGuard interfaces from this node, then exit (no API access needed)
 The kubeconfig comes from $KUBECONFIG, else the in-cluster service account.`;
@@ -30,6 +38,8 @@ async function main(): Promise<void> {
       namespace: { type: 'string' },
       'interface-prefix': { type: 'string' },
       'probe-interval': { type: 'string' },
+      'health-port': { type: 'string' },
+      'health-host': { type: 'string' },
       uninstall: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -48,6 +58,10 @@ async function main(): Promise<void> {
   const probeSeconds = parseDuration(probeInterval);
   if (!probeSeconds) throw new Error(`--probe-interval ${probeInterval} is not a duration such as 5s`);
 
+  const healthPort = Number(values['health-port'] ?? DEFAULT_HEALTH_PORT);
+  if (!Number.isInteger(healthPort) || healthPort < 0 || healthPort > 65535)
+    throw new Error(`--health-port ${values['health-port']} is not a port number (0 turns it off)`);
+
   const log = newLogger('agent');
   const agent = new Agent({
     node,
@@ -61,12 +75,25 @@ async function main(): Promise<void> {
     logger: log,
   });
 
+  const health =
+    healthPort === 0
+      ? undefined
+      : new RuntimeServer({
+          host: values['health-host'] ?? '127.0.0.1',
+          port: healthPort,
+          registry: new Registry(),
+          logger: log,
+        });
+  health?.addHealthCheck('event-loop', () => true);
+  health?.addReadyCheck('agent-running', () => agent.running);
+  await health?.start();
+
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
-    agent.stop().then(
+    Promise.all([agent.stop(), health?.close()]).then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'error while stopping');

@@ -6,7 +6,8 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { NodeTunnel } from '../../api/v1alpha1/nodetunnel.types.js';
 import { parseOverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
 import { matchesSelector } from '../../lib/selector.js';
-import { findConflicts, type Conflicts, type OtherOverlay } from '../plan/conflicts.js';
+import { findConflicts, type ConflictProblem, type Conflicts, type OtherOverlay } from '../plan/conflicts.js';
+import type { OverlayEvent } from '../plan/events.js';
 import type { DesiredTunnels, NodeView } from '../plan/tunnels.js';
 import type { Scope } from './overlaynetwork.scope.js';
 
@@ -56,6 +57,9 @@ export function applyConflicts(
         envelopePublicKey: t?.status?.envelopePublicKey,
         podCIDRs: spec.routePodCIDRs ? (view?.podCIDRs ?? []) : [],
         internalIPs: view?.internalIPs ?? [],
+        operatorKeyRefused:
+          t?.status?.conditions?.some((c) => c.type === 'OperatorKeyTrusted' && c.status === 'False') ??
+          false,
       };
     }),
     others,
@@ -65,4 +69,24 @@ export function applyConflicts(
     if (tunnel) tunnel.allowedIPs = tunnel.allowedIPs.filter((c) => !cidrs.has(c));
   }
   return conflicts;
+}
+
+/**
+ * One Warning Event per problem when it appears (reason = the problem's reason), none while it stays: the
+ * problems of the last pass are remembered per overlay.
+ */
+export class ConflictEvents {
+  private readonly seen = new Map<string, Set<string>>();
+
+  events(overlay: string, problems: readonly ConflictProblem[]): OverlayEvent[] {
+    const before = this.seen.get(overlay) ?? new Set<string>();
+    this.seen.set(overlay, new Set(problems.map((p) => p.message)));
+    return problems
+      .filter((p) => !before.has(p.message))
+      .map((p) => ({ type: 'Warning' as const, reason: p.reason, message: p.message }));
+  }
+
+  forget(overlay: string): void {
+    this.seen.delete(overlay);
+  }
 }

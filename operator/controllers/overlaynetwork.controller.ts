@@ -24,7 +24,7 @@ import { epochAfterRollback } from '../plan/rotation.js';
 import type { Member } from '../plan/keysecret.js';
 import { desiredTunnels, nodeView } from '../plan/tunnels.js';
 import { NotLeaderError } from '../writer.js';
-import { applyConflicts, otherOverlays } from './overlaynetwork.conflicts.js';
+import { applyConflicts, ConflictEvents, otherOverlays } from './overlaynetwork.conflicts.js';
 import { finalize } from './overlaynetwork.finalize.js';
 import { KeySecrets } from './overlaynetwork.keysecrets.js';
 import { PairTracker } from './overlaynetwork.pairs.js';
@@ -50,6 +50,7 @@ export class OverlayNetworkController {
   private readonly tunnels: Tunnels;
   private readonly pairs: PairTracker;
   private readonly status: StatusWriter;
+  private readonly conflictEvents = new ConflictEvents();
 
   constructor(private readonly deps: OverlayControllerDeps) {
     this.now = deps.now ?? (() => new Date());
@@ -107,6 +108,7 @@ export class OverlayNetworkController {
       this.pairs.forget(name);
       this.status.forget(name);
       this.keySecrets.forget(name);
+      this.conflictEvents.forget(name);
       return;
     }
     const log = this.deps.logger.child({
@@ -190,6 +192,7 @@ export class OverlayNetworkController {
     );
     if (conflicts.problems.length > 0)
       log.warn({ conflicts: conflicts.problems }, 'conflicts in the overlay');
+    scope.events.push(...this.conflictEvents.events(name, conflicts.problems));
 
     // Keys first: in Operator custody the tunnel spec carries the public key of the sealed private key.
     const members: Member[] = [...existing.values()]

@@ -68,6 +68,13 @@ test.each<[string, Partial<ConflictFacts>, string, RegExp, Record<string, string
     { n1: ['198.18.0.0/24'] },
   ],
   [
+    "agents that refuse the operator's published sealing key",
+    { members: [member('n1', 1), member('n2', 2, { operatorKeyRefused: true }), member('n3', 3)] },
+    'OperatorKeyChanged',
+    /^agents of n2 refuse the published sealing key: it is not the one they pinned/,
+    {},
+  ],
+  [
     'another overlay on the same port on shared nodes',
     {
       others: [{ name: 'other', addressPool: '100.65.0.0/24', listenPort: 51890, nodes: ['n2', 'n9', 'n1'] }],

@@ -14,6 +14,8 @@ export interface ConflictMember {
   podCIDRs: readonly string[];
   /** the node's underlay addresses */
   internalIPs: readonly string[];
+  /** its agent refuses the operator's published sealing key (NodeTunnel OperatorKeyTrusted=False) */
+  operatorKeyRefused?: boolean;
 }
 
 export interface OtherOverlay {
@@ -41,7 +43,7 @@ function shortKey(key: string): string {
 }
 
 export interface ConflictProblem {
-  reason: 'KeyConflict' | 'AddressConflict' | 'PortConflict';
+  reason: 'KeyConflict' | 'AddressConflict' | 'PortConflict' | 'OperatorKeyChanged';
   message: string;
 }
 
@@ -140,6 +142,19 @@ export function findConflicts(f: ConflictFacts): Conflicts {
     problems.push({
       reason: 'KeyConflict',
       message: `nodes ${listNames(nodes)} publish the same envelope key (${shortKey(key)}); nothing is sealed to them`,
+    });
+  }
+
+  const refusing = f.members
+    .filter((m) => m.operatorKeyRefused)
+    .map((m) => m.node)
+    .sort();
+  if (refusing.length > 0) {
+    problems.push({
+      reason: 'OperatorKeyChanged',
+      message:
+        `agents of ${listNames(refusing)} refuse the published sealing key: it is not the one they pinned ` +
+        `(the operator restores its own; a replaced identity needs operator.pub removed on every node)`,
     });
   }
 

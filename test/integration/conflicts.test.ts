@@ -197,3 +197,42 @@ test('two overlays on one port on shared nodes: PortConflict in the new one; the
   expect(out.stdout).toContain(`Degraded: ${d.reason}: `);
   expect(out.stdout).toContain(`overlay ${A} also listens on port 51890`);
 });
+
+test("agents that refuse the operator's sealing key: Degraded names them and an Event says so", async () => {
+  await custom.patchClusterCustomObjectStatus(
+    {
+      group: GROUP,
+      version: VERSION,
+      plural: NODE_TUNNEL_PLURAL,
+      name: nodeTunnelName(A, nodeName(3)),
+      body: {
+        status: {
+          conditions: [
+            {
+              type: 'OperatorKeyTrusted',
+              status: 'False',
+              reason: 'OperatorKeyChanged',
+              message: 'the operator identity publishes another sealing key',
+              lastTransitionTime: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+            },
+          ],
+        },
+      },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  const d = await until('OperatorKeyChanged in Degraded', async () => {
+    const c = await degraded(A);
+    return c?.message.includes('refuse the published sealing key') ? c : undefined;
+  });
+  expect(d.message).toContain(`agents of ${nodeName(3)} refuse the published sealing key`);
+  const event = await until('OperatorKeyChanged Event', async () => {
+    const list = await core.listNamespacedEvent({
+      namespace: 'default',
+      fieldSelector: `involvedObject.name=${A}`,
+    });
+    return list.items.find((e) => e.reason === 'OperatorKeyChanged');
+  });
+  expect(event.type).toBe('Warning');
+  expect(event.message).toContain(nodeName(3));
+});

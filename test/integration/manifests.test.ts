@@ -54,7 +54,7 @@ test('the agent cannot read Secrets in the operator namespace, only in the key n
   expect(can('create', 'secrets', 'sealmesh-keys')).toBe('no');
 });
 
-test('the agent pod is confined: RuntimeDefault seccomp, no privilege escalation, read-only root, only NET_ADMIN', () => {
+test('the agent pod is confined (RuntimeDefault seccomp, no privilege escalation, read-only root, only NET_ADMIN) and probed', () => {
   kubectl('apply', '--server-side', '--force-conflicts', '-k', resolve(repoRoot, 'config/namespace'));
   kubectl('apply', '--server-side', '--force-conflicts', '-k', resolve(repoRoot, 'config/crd'));
   // as the API server stores it (defaults applied), from a server-side dry run of config/default
@@ -84,6 +84,12 @@ test('the agent pod is confined: RuntimeDefault seccomp, no privilege escalation
   };
   expect(pod.securityContext?.seccompProfile?.type).toBe('RuntimeDefault');
   const agent = pod.containers.find((c) => c.name === 'agent')!;
+  const probes = agent as unknown as {
+    livenessProbe?: { httpGet?: { host?: string; path?: string; port?: number } };
+    readinessProbe?: { httpGet?: { host?: string; path?: string; port?: number } };
+  };
+  expect(probes.livenessProbe?.httpGet).toMatchObject({ host: '127.0.0.1', path: '/healthz', port: 9466 });
+  expect(probes.readinessProbe?.httpGet).toMatchObject({ host: '127.0.0.1', path: '/readyz', port: 9466 });
   expect(agent.securityContext).toMatchObject({
     allowPrivilegeEscalation: false,
     readOnlyRootFilesystem: true,

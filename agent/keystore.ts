@@ -69,17 +69,7 @@ export class KeyStore {
 
   async setEpochFloor(overlay: string, floor: { uid: string; epoch: number }): Promise<void> {
     await this.ensureOverlay(overlay);
-    const path = join(this.overlayDir(overlay), EPOCH_FILE);
-    const tmp = `${path}.tmp-${process.pid}`;
-    await rm(tmp, { force: true });
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(`${JSON.stringify(floor)}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
+    await writeFileAtomic(join(this.overlayDir(overlay), EPOCH_FILE), `${JSON.stringify(floor)}\n`);
   }
 
   private overlayDir(overlay: string): string {
@@ -176,12 +166,17 @@ async function readKeyFile(path: string): Promise<Uint8Array | undefined> {
 }
 
 async function writeKeyFile(path: string, key: Uint8Array): Promise<void> {
+  await writeFileAtomic(path, `${Buffer.from(key).toString('base64')}\n`);
+}
+
+/** Writes a 0600 file through a temporary one, synced, then renamed: a crash leaves the old file or the new. */
+async function writeFileAtomic(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   // mode only applies when the file is created; 'wx' makes sure it is.
   await rm(tmp, { force: true });
   const fh = await open(tmp, 'wx', 0o600);
   try {
-    await fh.writeFile(`${Buffer.from(key).toString('base64')}\n`);
+    await fh.writeFile(text);
     await fh.sync();
   } finally {
     await fh.close();

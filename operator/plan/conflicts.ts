@@ -1,9 +1,9 @@
 // Conflicts between an overlay's members and with other overlays, reported instead of silently resolved
 // (security review S10, issue #14 item 4). Pure: the controller gathers the facts, this decides what is
 // wrong, what must not be sealed to, and which pod CIDRs no tunnel may route.
-import ipaddr from 'ipaddr.js';
 import { fingerprint } from '../../lib/keys.js';
 import { listNames } from './events.js';
+import { parsePool } from './ipam.js';
 
 export interface ConflictMember {
   node: string;
@@ -61,20 +61,12 @@ interface Range {
   last: bigint;
 }
 
-function toBigInt(addr: ipaddr.IPv4 | ipaddr.IPv6): bigint {
-  return addr.toByteArray().reduce((acc, b) => (acc << 8n) | BigInt(b), 0n);
-}
-
 /** The addresses a CIDR (or a single address) covers; undefined when it does not parse. */
 export function rangeOf(cidr: string): Range | undefined {
   try {
-    const [addr, prefix] = cidr.includes('/')
-      ? ipaddr.parseCIDR(cidr)
-      : ([ipaddr.parse(cidr), ipaddr.parse(cidr).kind() === 'ipv4' ? 32 : 128] as const);
-    const family = addr.kind() === 'ipv4' ? 4 : 6;
-    const hostBits = BigInt((family === 4 ? 32 : 128) - prefix);
-    const first = (toBigInt(addr) >> hostBits) << hostBits;
-    return { family, first, last: first + (1n << hostBits) - 1n };
+    const host = cidr.includes('/') ? cidr : `${cidr}/${cidr.includes(':') ? 128 : 32}`;
+    const { family, network, prefixLength, bits } = parsePool(host);
+    return { family, first: network, last: network + (1n << BigInt(bits - prefixLength)) - 1n };
   } catch {
     return undefined;
   }

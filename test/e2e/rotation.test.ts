@@ -40,7 +40,7 @@ import {
   ROTATE_ANNOTATION,
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
-import { KEY_NAMESPACE, SYSTEM_NAMESPACE, kubectl, startOperatorProcess } from '../../hack/deploy/deploy.js';
+import { KEY_NAMESPACE, SYSTEM_NAMESPACE, startOperatorProcess } from '../../hack/deploy/deploy.js';
 import { WgCliDevice } from '../../agent/device/wgcli.js';
 import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { fingerprint } from '../../lib/keys.js';
@@ -53,6 +53,7 @@ import {
   watchUnderlay,
   type UnderlayVerdict,
 } from '../support/capture.js';
+import { everyApiObject } from '../support/apiobjects.js';
 import { kubeconfigPath, repoRoot, uniqueName } from '../support/cluster.js';
 import { Deployment } from '../support/deploy.js';
 import {
@@ -1140,28 +1141,6 @@ test(
     }),
   LEASE_EXPIRY_MS + 240_000,
 );
-
-/** Every object of every listable kind the API server serves, as JSON text, one entry per kind. */
-async function everyApiObject(): Promise<Array<[string, string]>> {
-  const kinds = (await kubectl(kubeconfigPath, ['api-resources', '--verbs=list', '-o', 'name']))
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean);
-  const out: Array<[string, string]> = [];
-  for (const kind of kinds) {
-    const text = await kubectl(kubeconfigPath, ['get', kind, '--all-namespaces', '-o', 'json']);
-    out.push([kind, text]);
-    if (kind === 'secrets') {
-      // Secret data is base64: searched decoded too
-      const list = JSON.parse(text) as { items: Array<{ data?: Record<string, string> }> };
-      const decoded = list.items.map((s) =>
-        Object.values(s.data ?? {}).map((v) => Buffer.from(v, 'base64').toString('utf8')),
-      );
-      out.push(['secrets, data decoded', JSON.stringify(decoded)]);
-    }
-  }
-  return out;
-}
 
 test('6: no private key or PSK seen during the run appears in any API object of any kind, Event or log', async () => {
   if (keyPoller) clearInterval(keyPoller);

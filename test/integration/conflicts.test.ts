@@ -27,6 +27,7 @@ import { newBoxKeyPair } from '../../lib/seal.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import { kubeConfig, kubeconfigPath, repoRoot, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
+import { createNode } from '../support/nodes.js';
 import { deleteOverlays } from '../support/overlays.js';
 import { until } from '../support/wait.js';
 
@@ -46,20 +47,13 @@ const nodeName = (i: number) => `${run}-n${i}`;
 type Condition = { type: string; status: string; reason: string; message: string };
 type Obj = { spec: Record<string, unknown>; status?: { conditions?: Condition[] } };
 
-async function createNode(i: number, podCIDR: string): Promise<void> {
-  await core.createNode({
-    body: {
-      metadata: { name: nodeName(i), labels: { [RUN_LABEL]: run, 'sealmesh.io/member': run } },
-      spec: { podCIDR, podCIDRs: [podCIDR] },
-    },
+function memberNode(i: number, podCIDR: string): Promise<void> {
+  return createNode(core, {
+    name: nodeName(i),
+    labels: { [RUN_LABEL]: run, 'sealmesh.io/member': run },
+    podCIDR,
+    internalIP: `198.18.1.${i}`,
   });
-  await core.patchNodeStatus(
-    {
-      name: nodeName(i),
-      body: { status: { addresses: [{ type: 'InternalIP', address: `198.18.1.${i}` }] } },
-    },
-    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-  );
 }
 
 async function createOverlay(name: string, spec: Record<string, unknown>): Promise<void> {
@@ -126,10 +120,10 @@ beforeAll(async () => {
     resyncPeriodMs: 0,
   });
   await operator.start();
-  await createNode(1, '10.244.1.0/24');
-  await createNode(2, '10.244.2.0/24');
+  await memberNode(1, '10.244.1.0/24');
+  await memberNode(2, '10.244.2.0/24');
   // n3's pod CIDR covers n1's and n2's
-  await createNode(3, '10.244.0.0/16');
+  await memberNode(3, '10.244.0.0/16');
 });
 
 afterAll(async () => {

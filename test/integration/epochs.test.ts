@@ -17,6 +17,7 @@ import { describeError } from '../../lib/kube.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
+import { createNode } from '../support/nodes.js';
 import { deleteOverlays } from '../support/overlays.js';
 import { AgentStandIn } from '../support/standin.js';
 import { until } from '../support/wait.js';
@@ -48,19 +49,12 @@ beforeAll(async () => {
   await installCRDs(kc);
   await core.createNamespace({ body: { metadata: { name: namespace } } });
   for (const i of [1, 2]) {
-    await core.createNode({
-      body: {
-        metadata: { name: nodeName(i), labels: { [RUN_LABEL]: run, 'sealmesh.io/member': run } },
-        spec: { podCIDR: `10.250.${i}.0/24`, podCIDRs: [`10.250.${i}.0/24`] },
-      },
+    await createNode(core, {
+      name: nodeName(i),
+      labels: { [RUN_LABEL]: run, 'sealmesh.io/member': run },
+      podCIDR: `10.250.${i}.0/24`,
+      internalIP: `198.18.2.${i}`,
     });
-    await core.patchNodeStatus(
-      {
-        name: nodeName(i),
-        body: { status: { addresses: [{ type: 'InternalIP', address: `198.18.2.${i}` }] } },
-      },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-    );
   }
   operator = await createOperator({
     kc,

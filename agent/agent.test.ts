@@ -842,6 +842,30 @@ test('fail-closed: the rules go in before the first peer and route, cover member
   expect(world.firewall.calls.slice(removeAt + 1).filter((c) => c.method === 'sync')).toEqual([]);
 });
 
+test("fail-closed: the overlay status's non-member pod CIDRs leave the declared range", async () => {
+  world = new World();
+  await world.init();
+  world.api.put(OVERLAYS_PATH, {
+    apiVersion: 'sealmesh.io/v1alpha1',
+    kind: 'OverlayNetwork',
+    metadata: { name: OVERLAY },
+    spec: { addressPool: '10.99.0.0/24', dataPlane: { protectedRanges: ['10.244.0.0/22'] } },
+    status: { epoch: 1, nonMemberPodCIDRs: ['10.244.3.0/24'] },
+  });
+  world.api.put(
+    TUNNELS_PATH,
+    tunnelObject('a', 1, undefined, { allowedIPs: ['10.99.0.1/32', '10.244.1.0/24'] }),
+  );
+  await world.start();
+  const name = interfaceName('sm', OVERLAY);
+  await waitUntil('rules', () => world.firewall.table?.get(name) !== undefined);
+  expect(world.firewall.table?.get(name)?.prefixes).toEqual([
+    '10.99.0.2/31',
+    '10.244.0.0/24',
+    '10.244.2.0/24',
+  ]);
+});
+
 test('fail-closed: a firewall error stops the pass before the device is touched and is reported', async () => {
   world = new World({ presharedKeys: 'Disabled' });
   await world.init();

@@ -342,7 +342,7 @@ export class Agent {
       tunnel: parsed.value,
       custody: ov.value.spec.keys.custody,
       presharedKeys: ov.value.spec.keys.presharedKeys,
-      dataPlane: ov.value.spec.dataPlane,
+      dataPlane: { ...ov.value.spec.dataPlane, nonMembers: ovStatus.data.nonMemberPodCIDRs },
       operatorKey: operatorKey.key,
       operatorKeyProblem: operatorKey.problem,
       view: epochView(ovStatus.data, parsed.value.spec.epoch, now),

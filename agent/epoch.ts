@@ -12,6 +12,8 @@ import { OverlayNetworkStatusSchema } from '../api/v1alpha1/overlaynetwork.types
 export const AgentOverlayStatusSchema = z.object({
   epoch: OverlayNetworkStatusSchema.shape.epoch,
   rotation: OverlayNetworkStatusSchema.shape.rotation.optional(),
+  // Fail-closed exceptions (agent/guard.ts): unreadable, they are none, and everything stays protected.
+  nonMemberPodCIDRs: z.array(z.string()).optional().catch(undefined),
 });
 export type AgentOverlayStatus = z.output<typeof AgentOverlayStatusSchema>;
 

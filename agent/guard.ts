@@ -12,6 +12,8 @@ import type { Pass } from './pass.js';
 export interface DataPlane {
   mode: DataPlaneMode;
   protectedRanges?: string[] | undefined;
+  /** the overlay's status.nonMemberPodCIDRs: pod CIDRs of nodes it does not select (operator/plan/nonmembers.ts) */
+  nonMembers?: string[] | undefined;
 }
 
 /** What the overlay's set holds: members' and declared prefixes and those of peers on the device, minus own. */
@@ -24,14 +26,33 @@ export function guardedPrefixes(
   const host = (address: string): string => address.split('/')[0]!;
   const others = tunnels.filter((t) => t.spec.nodeName !== self);
   const mine = tunnels.filter((t) => t.spec.nodeName === self);
+  const members = others.flatMap((t) => [host(t.spec.address), ...t.spec.allowedIPs]);
+  // Non-members leave only the declared ranges: a member's prefixes, and a peer's still on the device (a node
+  // leaving), stay protected whatever the list says.
+  const nonMembers = protectedPrefixes({
+    members: (dataPlane.nonMembers ?? []).filter(isCidr),
+    declared: [],
+    onDevice: [],
+    own: [...members, ...onDevice],
+    nonMembers: [],
+  });
   return protectedPrefixes({
-    members: others.flatMap((t) => [host(t.spec.address), ...t.spec.allowedIPs]),
+    members,
     declared: dataPlane.protectedRanges ?? [],
     onDevice,
     own: mine.flatMap((t) => [host(t.spec.address), ...t.spec.allowedIPs]),
-    // Non-member nodes' pod CIDRs: the agent reads no Node objects; a declared range covers them for now.
-    nonMembers: [],
+    nonMembers,
   });
+}
+
+/** Whether the operator's entry is a CIDR the rules can take (a bad one is skipped: it stays protected). */
+function isCidr(cidr: string): boolean {
+  try {
+    protectedPrefixes({ members: [cidr], declared: [], onDevice: [], own: [], nonMembers: [] });
+    return cidr.includes('/');
+  } catch {
+    return false;
+  }
 }
 
 export class Guard {

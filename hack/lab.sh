@@ -3,7 +3,7 @@
 # bridge that lives in a dedicated underlay namespace, so nothing here touches the host's real network.
 #
 #   hack/lab.sh up --nodes N [--no-k8s] [--agent-cmd CMD]   (re)create the lab; a stale lab is removed first
-#   hack/lab.sh add-node                                      one more node joins a running lab
+#   hack/lab.sh add-node [--label K=V]...                    one more node joins a running lab
 #   hack/lab.sh down                                          remove everything `up` made (idempotent)
 #   hack/lab.sh status                                        what exists, what runs
 #   hack/lab.sh nodes                                         node names, one a line
@@ -36,6 +36,7 @@ case $labdir in /*) ;; *) labdir=$PWD/$labdir ;; esac
 state=$labdir/state
 nsdir=$labdir/ns
 kubeconfig=${KUBECONFIG:-$repo/.local/kubeconfig}
+EXTRA_LABELS=() # add-node --label
 wgrun=/var/run/wireguard # where wireguard-go puts its sockets (mount follows the /var/run symlink)
 
 die() {
@@ -203,6 +204,7 @@ metadata:
     sealmesh.io/lab: "$RUN"
     kubernetes.io/hostname: $node
     kubernetes.io/os: linux
+$(for l in "${EXTRA_LABELS[@]}"; do printf '    %s: "%s"\n' "${l%%=*}" "${l#*=}"; done)
 spec:
   podCIDR: $pod
   podCIDRs: [$pod]
@@ -294,6 +296,15 @@ cmd_add_node() {
   need_root
   load_state
   [[ -n $RUN ]] || die "add-node: no lab is running (hack/lab.sh up --nodes N)"
+  # --label K=V: on the Node object from its creation, as a kubelet's --node-labels (an overlay's selector
+  # matches the node from its first moment)
+  while (($#)); do
+    case $1 in
+      --label) [[ ${2:-} =~ ^[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*$ ]] || die "add-node: --label K=V, got '${2:-}'"
+        EXTRA_LABELS+=("$2"); shift 2 ;;
+      *) die "add-node: unknown argument $1" ;;
+    esac
+  done
   local i=$NEXT
   create_node "$i"
   echo "lab-$RUN-n$i"

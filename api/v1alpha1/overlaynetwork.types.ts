@@ -138,6 +138,9 @@ export const KeysSchema = withRules(
   ],
 ).prefault({});
 
+/** At most this many pod CIDRs in status.nonMemberPodCIDRs (operator/plan/nonmembers.ts). */
+export const MAX_NON_MEMBER_POD_CIDRS = 4096;
+
 /** At most this many declared protected ranges per overlay (each is one interval of an nft set). */
 export const MAX_PROTECTED_RANGES = 64;
 
@@ -280,6 +283,16 @@ export const OverlayNetworkStatusSchema = z
     nextPresharedKeyRotationTime: time(
       'When the next scheduled pre-shared-key-only rotation starts.',
     ).optional(),
+    nonMemberPodCIDRs: z
+      .array(z.string().max(43))
+      .max(MAX_NON_MEMBER_POD_CIDRS)
+      .optional()
+      .describe(
+        'Pod CIDRs of nodes this overlay does not select that lie in spec.dataPlane.protectedRanges: agents ' +
+          'leave them out of the fail-closed rules, so those pods stay reachable the way the CNI reaches them. ' +
+          'A selected node is never listed, with or without its NodeTunnel. Written by the operator; at most ' +
+          `${MAX_NON_MEMBER_POD_CIDRS} (beyond that the rest stay protected).`,
+      ),
     rotation: z
       .object({
         phase: z

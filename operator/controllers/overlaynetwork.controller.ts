@@ -19,7 +19,8 @@ import { formatTime } from '../../lib/runtime/conditions.js';
 import { mapTo, type Manager } from '../../lib/runtime/manager.js';
 import type { HandlerResult } from '../../lib/runtime/queue.js';
 import { overlayConditions } from '../plan/conditions.js';
-import { epochRolledForward, keySecretReplaced } from '../plan/events.js';
+import { nonMemberPodCIDRs } from '../plan/nonmembers.js';
+import { epochRolledForward, keySecretAltered, keySecretReplaced } from '../plan/events.js';
 import { epochAfterRollback } from '../plan/rotation.js';
 import type { Member } from '../plan/keysecret.js';
 import { desiredTunnels, nodeView } from '../plan/tunnels.js';
@@ -215,12 +216,19 @@ export class OverlayNetworkController {
       log.warn({ nodes: behind.nodes, seen: behind.seen, epoch: behind.epoch }, 'status.epoch was behind');
       await this.status.persist(scope, { epoch: scope.epoch });
     }
-    const lost = scope.rotation ? [] : await this.keySecrets.lost(scope, members, existing, rows);
-    if (lost.length > 0) {
-      // Old keys are gone with their Secret and are never re-created: everything moves to a new epoch.
+    const { lost, altered } = scope.rotation
+      ? { lost: [], altered: [] }
+      : await this.keySecrets.lost(scope, members, existing, rows);
+    if (lost.length > 0 || altered.length > 0) {
+      // Old keys are gone with their Secret, or a Secret holds values the operator did not seal: they are
+      // never re-created or kept, everything moves to a new epoch.
       scope.epoch += 1;
-      scope.events.push(keySecretReplaced(lost, scope.epoch));
-      log.warn({ nodes: lost, epoch: scope.epoch }, 'key Secret lost; moving to a new epoch');
+      if (lost.length > 0) scope.events.push(keySecretReplaced(lost, scope.epoch));
+      if (altered.length > 0) scope.events.push(keySecretAltered(altered, scope.epoch));
+      log.warn(
+        { nodes: lost, altered, epoch: scope.epoch },
+        'key Secret lost or altered; moving to a new epoch',
+      );
       await this.status.persist(scope, { epoch: scope.epoch });
     }
     await this.rotation.step(scope, members, existing, rows, log);
@@ -245,10 +253,24 @@ export class OverlayNetworkController {
     // After the rotation phase: a rotation it completed moved the last rotation times.
     const schedule = scheduleOf(scope);
     this.deps.rotationMetrics?.keyTimes(name, schedule.lastKeys, schedule.lastPsk);
+    const nonMembers = nonMemberPodCIDRs(nodes, {
+      nodeSelector: spec.nodeSelector,
+      declared: spec.dataPlane.protectedRanges ?? [],
+      memberPrefixes: [...desired.tunnels.values()].flatMap((t) => [
+        t.address.split('/')[0]!,
+        ...t.allowedIPs,
+      ]),
+    });
+    if (nonMembers.truncated > 0)
+      log.warn(
+        { left: nonMembers.truncated },
+        'too many non-member pod CIDRs to publish; the rest stay protected',
+      );
     await this.status.write(scope, {
       status: {
         ...scope.deferred,
         nodes: desired.tunnels.size,
+        nonMemberPodCIDRs: nonMembers.cidrs.length > 0 ? nonMembers.cidrs : undefined,
         pairs,
         encryptedSummary: `${pairs.encrypted}/${pairs.total}`,
         conditions,

@@ -20,6 +20,7 @@ import { describeError, isAlreadyExists, isNotFound, isTimeout } from '../../lib
 import type { Logger } from '../../lib/log.js';
 import { forEachLimit, Turns, yieldToEventLoop } from '../../lib/runtime/cooperative.js';
 import { planDigests, planKeySecretSteps, servingPrivateKey, type Member } from '../plan/keysecret.js';
+import { forgedEntries, withoutForged, type Forged } from '../plan/keyverify.js';
 import {
   MANAGED_BY,
   requeueWithin,
@@ -27,6 +28,11 @@ import {
   type OverlayControllerDeps,
   type Scope,
 } from './overlaynetwork.scope.js';
+
+/** An entry of a node's key Secret that the operator did not seal (plan/keyverify.ts). */
+export interface AlteredEntry extends Forged {
+  node: string;
+}
 
 /** Key Secrets read, planned and written at once. */
 const SECRET_CONCURRENCY = 2;
@@ -77,8 +83,9 @@ export class KeySecrets {
     members: Member[],
     tunnels: Map<string, NodeTunnel>,
     rows: Map<string, PeerRow | undefined>,
-  ): Promise<string[]> {
+  ): Promise<{ lost: string[]; altered: AlteredEntry[] }> {
     const lost: string[] = [];
+    const altered: AlteredEntry[] = [];
     let i = 0;
     for (const m of members) {
       if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
@@ -91,9 +98,11 @@ export class KeySecrets {
         status?.appliedEpoch === scope.epoch && row !== undefined && rowHasEncryptedAt(row, scope.epoch);
       if (!inUse) continue;
       const secret = this.secretOf(scope.name, m.name, scope.epoch);
-      if (!secret || !(await this.decodable(scope.name, secret))) lost.push(m.name);
+      const check = secret ? await this.intact(scope, m.name, secret, members) : 'missing';
+      if (check === 'missing') lost.push(m.name);
+      else if (check !== 'intact') altered.push(...check.map((f) => ({ node: m.name, ...f })));
     }
-    return lost;
+    return { lost, altered };
   }
 
   /**
@@ -112,23 +121,35 @@ export class KeySecrets {
 
 
   /**
-   * Whether the key Secret (cached metadata) holds decodable material. Known when this process wrote or read
-   * it at this resourceVersion; a Secret carrying our plan digest that we never saw is trusted (a restarted
-   * operator reads nothing). Otherwise, above all when it changed behind our back, it is read and decoded.
+   * Whether the key Secret (cached metadata) holds decodable material that the operator sealed. Known when
+   * this process wrote or read it at this resourceVersion; a Secret carrying our plan digest that we never saw
+   * is trusted (a restarted operator reads nothing). Otherwise, above all when it changed behind our back, it
+   * is read, decoded and every value checked in its context (forgedEntries): 'missing' when it is gone or
+   * does not decode, the entries that are not what the operator sealed when some are not.
    */
-  private async decodable(overlay: string, secret: KubernetesObject): Promise<boolean> {
+  private async intact(
+    scope: Scope,
+    node: string,
+    secret: KubernetesObject,
+    members: readonly Member[],
+  ): Promise<'intact' | 'missing' | Forged[]> {
     const name = secret.metadata?.name ?? '';
     const resourceVersion = secret.metadata?.resourceVersion;
     const memo = this.memo.get(name);
-    if (resourceVersion && memo?.resourceVersion === resourceVersion) return true;
-    if (!memo && secret.metadata?.annotations?.[PLAN_DIGEST_ANNOTATION]) return true;
+    if (resourceVersion && memo?.resourceVersion === resourceVersion) return 'intact';
+    if (!memo && secret.metadata?.annotations?.[PLAN_DIGEST_ANNOTATION]) return 'intact';
     const read = await this.readKeySecret(name);
-    if (!read?.decoded.ok) return false;
+    if (!read?.decoded.ok) return 'missing';
+    const payload = read.decoded.payload;
+    const forged = await this.cpu.run(() =>
+      forgedEntries(payload, { overlay: scope.name, node, epoch: scope.epoch, members }, this.deps.sealer),
+    );
+    if (forged.length > 0) return forged;
     if (read.resourceVersion) {
       const epoch = secret.metadata?.labels?.[EPOCH_LABEL];
-      this.memo.set(name, { overlay, epoch, resourceVersion: read.resourceVersion });
+      this.memo.set(name, { overlay: scope.name, epoch, resourceVersion: read.resourceVersion });
     }
-    return true;
+    return 'intact';
   }
 
   /** One key Secret with its data, decoded; undefined when it does not exist. */
@@ -174,6 +195,7 @@ export class KeySecrets {
         const secret = this.job(
           scope,
           m,
+          members,
           epoch,
           digests.get(m.name) ?? '',
           log,
@@ -221,6 +243,7 @@ export class KeySecrets {
   private job(
     scope: Scope,
     m: Member,
+    members: readonly Member[],
     epoch: number,
     inputs: string,
     log: Logger,
@@ -251,7 +274,21 @@ export class KeySecrets {
       // JIT): each step is a turn of the event loop of its own (sealing: one per PLAN_STEP_WORK), one step of
       // one Secret at a time, however many reads came back together.
       const decoded = read ? await this.cpu.run(() => decodeKeySecretData(read.data)) : undefined;
-      const existing: KeySecretPayload | undefined = decoded?.ok ? decoded.payload : undefined;
+      let existing: KeySecretPayload | undefined = decoded?.ok ? decoded.payload : undefined;
+      // Changed behind our back since we wrote or read it: keep none of its entries that we did not seal.
+      if (existing && memo && memo.resourceVersion !== stored?.resourceVersion) {
+        const payload = existing;
+        const forged = await this.cpu.run(() =>
+          forgedEntries(payload, { overlay: name, node: m.name, epoch, members }, this.deps.sealer),
+        );
+        if (forged.length > 0) {
+          log.warn(
+            { secret: secretName, refused: forged },
+            'key Secret holds values the operator did not seal',
+          );
+          existing = withoutForged(payload, forged);
+        }
+      }
       const planned = await this.cpu.steps(plan(existing, carried));
       const unchanged = !planned.changed && stored?.resourceVersion !== undefined;
       const data = unchanged ? undefined : await this.cpu.run(() => encodeKeySecretData(planned.payload));

@@ -55,7 +55,7 @@ export interface Conflicts {
   withheld: Map<string, Set<string>>;
 }
 
-interface Range {
+export interface Range {
   family: 4 | 6;
   first: bigint;
   last: bigint;

@@ -1,5 +1,6 @@
 import {
   EVENT_NAMES,
+  keySecretAltered,
   keySecretReplaced,
   listNames,
   NameSample,
@@ -44,6 +45,17 @@ test.each([
   [
     keySecretReplaced(['a'], 3),
     'Warning KeySecretReplaced: key Secret of a was deleted or corrupted; new keys at epoch 3',
+  ],
+  [
+    keySecretAltered(
+      [
+        { node: 'a', entry: 'a/b@3', problem: 'value for a does not open in its context' },
+        { node: 'a', entry: 'a/c@3', problem: 'value for c does not open in its context' },
+      ],
+      4,
+    ),
+    'Warning KeySecretAltered: key Secret of a holds values the operator did not seal (a/b@3: value for a ' +
+      'does not open in its context, a/c@3: value for c does not open in its context); refused, new keys at epoch 4',
   ],
   [nodesJoined(['a', 'b']), 'Normal NodeJoined: joined: a, b'],
   [

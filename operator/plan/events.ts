@@ -49,6 +49,18 @@ export const keySecretReplaced = (nodes: string[], epoch: number): OverlayEvent 
   message: `key Secret of ${listNames(nodes)} was deleted or corrupted; new keys at epoch ${epoch}`,
 });
 
+/** Key Secrets holding values the operator did not seal (copied from another pair or epoch, or forged). */
+export const keySecretAltered = (
+  altered: ReadonlyArray<{ node: string; entry: string; problem: string }>,
+  epoch: number,
+): OverlayEvent => ({
+  type: 'Warning',
+  reason: 'KeySecretAltered',
+  message:
+    `key Secret of ${listNames([...new Set(altered.map((a) => a.node))])} holds values the operator did not ` +
+    `seal (${listNames(altered.map((a) => `${a.entry}: ${a.problem}`))}); refused, new keys at epoch ${epoch}`,
+});
+
 export const nodesJoined = (nodes: string[]): OverlayEvent => ({
   type: 'Normal',
   reason: 'NodeJoined',

@@ -59,7 +59,8 @@ const envelopes = new WeakMap<
   { encoded: string; value: { key: Uint8Array; fp: string } | undefined }
 >();
 
-function envelope(m: Member | undefined): { key: Uint8Array; fp: string } | undefined {
+/** A member's envelope key, decoded, with its fingerprint (cached per Member object); undefined if invalid. */
+export function envelopeOf(m: Member | undefined): { key: Uint8Array; fp: string } | undefined {
   if (!m?.envelopePublicKey) return undefined;
   const hit = envelopes.get(m);
   if (hit?.encoded === m.envelopePublicKey) return hit.value;
@@ -103,7 +104,7 @@ export function* planKeySecretSteps(
   random?: RandomBytes,
 ): Generator<void, KeyPlan, undefined> {
   const me = input.members.find((m) => m.name === input.node);
-  const mine = envelope(me);
+  const mine = envelopeOf(me);
   const epoch = input.epoch;
   const existingPairs = new Map((input.existing?.pairs ?? []).map((p) => [`${p.a}/${p.b}@${p.epoch}`, p]));
   const pairs: SealedPair[] = [];
@@ -112,7 +113,7 @@ export function* planKeySecretSteps(
   if (me && mine && input.presharedKeys === 'PerPair') {
     for (const peer of [...input.members].sort((x, y) => (x.name < y.name ? -1 : 1))) {
       if (peer.name === me.name || pairOwner(me, peer) !== me.name) continue;
-      const theirs = envelope(peer);
+      const theirs = envelopeOf(peer);
       if (!theirs) continue;
       const [a, b] = pairKey(me.name, peer.name);
       const fps = { [me.name]: mine.fp, [peer.name]: theirs.fp };

@@ -19,7 +19,12 @@ import {
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
 import { DEFAULT_LISTEN_PORT } from '../../api/v1alpha1/overlaynetwork.types.js';
-import { decodeKeySecretData, keySecretName, keySecretNameAt } from '../../lib/contract/keysecret.js';
+import {
+  decodeKeySecretData,
+  encodeKeySecretData,
+  keySecretName,
+  keySecretNameAt,
+} from '../../lib/contract/keysecret.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import { FINALIZER } from '../../operator/controllers/overlaynetwork.controller.js';
 import type { WriteKind } from '../../operator/writer.js';
@@ -444,6 +449,51 @@ test('a deleted key Secret is replaced at a new epoch with an Event, never with 
   await until('6/6 at epoch 2', async () => (await getOverlay(OVL)).status?.encryptedSummary === '6/6');
 });
 
+test('a key Secret holding a sealed value copied from another pair is refused: a new epoch, with an Event naming the pair', async () => {
+  const target = (await secretsOf(OVL))
+    .map((s) => ({ s, d: decodeKeySecretData(s.data) }))
+    .find((x) => x.d.ok && x.d.payload.pairs.length >= 2);
+  if (!target?.d.ok) throw new Error('no key Secret of epoch 2 holds two pairs');
+  const { payload } = target.d;
+  const owner = payload.node;
+  // the owner's value of its first pair goes where its value of the second was
+  const [from, to] = payload.pairs as [(typeof payload.pairs)[0], (typeof payload.pairs)[0]];
+  to.sealed[owner] = from.sealed[owner]!;
+  await core.replaceNamespacedSecret({
+    namespace,
+    name: target.s.metadata!.name!,
+    body: { ...target.s, data: encodeKeySecretData(payload) },
+  });
+  const o = await until('epoch 3', async () => {
+    const o = await getOverlay(OVL);
+    return o.status?.epoch === 3 ? o : undefined;
+  });
+  expect(o.status?.epoch).toBe(3);
+  const altered = await until('KeySecretAltered event', async () =>
+    (await events(OVL)).find((e) => e.reason === 'KeySecretAltered'),
+  );
+  expect(altered.type).toBe('Warning');
+  expect(altered.message).toContain(
+    `key Secret of ${owner} holds values the operator did not seal (${to.a}/${to.b}@2: ` +
+      `value for ${owner} does not open in its context with the operator sealing key)`,
+  );
+  expect(altered.message).toContain('new keys at epoch 3');
+  await until('every Secret at epoch 3', async () => {
+    const s = await secretsOf(OVL);
+    return (
+      s.length === 4 &&
+      s.every((x) => {
+        const e = decodeKeySecretData(x.data);
+        return e.ok && e.payload.pairs.every((p) => p.epoch === 3);
+      })
+    );
+  });
+  for (const i of [1, 2, 3, 4])
+    for (const j of [1, 2, 3, 4]) if (i < j) expect(await standIn(OVL, i).psk(nodeName(j), 3)).toBeDefined();
+  await reportAllEncrypted(OVL, [1, 2, 3, 4], 3);
+  await until('6/6 at epoch 3', async () => (await getOverlay(OVL)).status?.encryptedSummary === '6/6');
+});
+
 test('pool exhaustion is a Degraded condition naming the pool', async () => {
   const small = `${run}-small`;
   await createOverlay(small, {
@@ -488,6 +538,40 @@ async function settled(counter: Counter, ms = 3000): Promise<void> {
     30_000,
   );
 }
+
+test('status.nonMemberPodCIDRs lists the pod CIDRs in a declared range of nodes the overlay does not select, until it selects them', async () => {
+  const fc = `${run}-fc`;
+  const FC_LABEL = 'sealmesh.io/fc-member';
+  await createNode(7, { member: false });
+  await createOverlay(fc, {
+    nodeSelector: { matchLabels: { [FC_LABEL]: run } },
+    addressPool: '100.66.0.0/24',
+    listenPort: DEFAULT_LISTEN_PORT + 2,
+    dataPlane: { protectedRanges: ['10.244.0.0/16'] },
+  });
+  const listed = async () => ((await getOverlay(fc)).status?.nonMemberPodCIDRs as string[] | undefined) ?? [];
+  await until('nodes 1-4 and 7 listed', async () => {
+    const l = await listed();
+    return ['10.244.1.0/24', '10.244.4.0/24', '10.244.7.0/24'].every((c) => l.includes(c));
+  });
+  expect((await listed()).every((c) => c.startsWith('10.244.'))).toBe(true);
+  await core.patchNode(
+    { name: nodeName(7), body: { metadata: { labels: { [FC_LABEL]: run } } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  await until(
+    'node 7 no longer listed once selected',
+    async () => !(await listed()).includes('10.244.7.0/24'),
+  );
+  expect(await listed()).toContain('10.244.1.0/24');
+  await custom.deleteClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: OVERLAY_NETWORK_PLURAL,
+    name: fc,
+  });
+  await core.deleteNode({ name: nodeName(7) });
+});
 
 test('an operator restart keeps every address and key and writes nothing', async () => {
   await settled(leaderCounter);
@@ -568,7 +652,7 @@ test('no object of any kind, Event or log line of the run contains a PSK or priv
   haystacks.push(['operator log', logLines.join('\n')]);
   const haystack = haystacks.map(([, text]) => text).join('\n');
   // run before the overlay is deleted: its NodeTunnels and Secrets are still there to be searched
-  expect(haystack).toContain(keySecretNameAt(OVL, nodeName(1), 2));
+  expect(haystack).toContain(keySecretNameAt(OVL, nodeName(1), 3));
   expect(haystack).toContain(`"nodeName": "${nodeName(1)}"`);
   const found: string[] = [];
   for (const k of secrets) {

@@ -109,8 +109,10 @@ export class Lab {
     return nsenterRunner(n.netns, n.mountns, localRunner({ timeoutMs }));
   }
 
-  async addNode(): Promise<LabNode> {
-    const result = await script(this.dir, ['add-node'], 60_000);
+  /** One more node; `labels` are on its Node object from its creation (as a kubelet's --node-labels). */
+  async addNode(labels: Record<string, string> = {}): Promise<LabNode> {
+    const args = Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]);
+    const result = await script(this.dir, ['add-node', ...args], 60_000);
     if (result.code !== 0) throw new Error(`hack/lab.sh add-node failed: ${result.stderr.trim()}`);
     this.nodes = this.readNodes();
     const last = this.nodes[this.nodes.length - 1];

@@ -254,6 +254,10 @@ export const OverlayNetworkStatusSchema = z
         total: count('Node pairs in the overlay: n(n-1)/2.'),
         encrypted: count('Pairs whose two sides both report Encrypted at the current epoch.'),
         degraded: count('Pairs that are neither encrypted nor still being set up.'),
+        unknown: count(
+          'Pairs with an agent out of touch (its Lease not renewed): their last report is no longer news; ' +
+            'the data plane may still be encrypting.',
+        ).optional(),
       })
       .optional()
       .describe('Pair counts.'),

@@ -9,7 +9,7 @@
 // (plan/), and only the difference is written, so an unchanged world causes no API write at all. Loops over
 // nodes and pairs yield to the event loop, so a pass over a large overlay never holds up lease renewals,
 // watches or /healthz for long. The first failing phase ends the pass (no later phase runs).
-import type { V1Node } from '@kubernetes/client-node';
+import type { KubernetesObject, V1Node } from '@kubernetes/client-node';
 import { OVERLAY_LABEL } from '../../api/v1alpha1/groupversion.js';
 import { parseOverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
 import { TunnelPeerRows } from '../../lib/contract/pairs.js';
@@ -28,6 +28,7 @@ import { NotLeaderError } from '../writer.js';
 import { applyConflicts, ConflictEvents, otherOverlays } from './overlaynetwork.conflicts.js';
 import { finalize } from './overlaynetwork.finalize.js';
 import { KeySecrets } from './overlaynetwork.keysecrets.js';
+import { AgentLiveness } from './overlaynetwork.liveness.js';
 import { PairTracker } from './overlaynetwork.pairs.js';
 import { Rotation, scheduleOf } from './overlaynetwork.rotation.js';
 import { FINALIZER, newScope, type OverlayControllerDeps, type Scope } from './overlaynetwork.scope.js';
@@ -52,6 +53,7 @@ export class OverlayNetworkController {
   private readonly pairs: PairTracker;
   private readonly status: StatusWriter;
   private readonly conflictEvents = new ConflictEvents();
+  private readonly liveness: AgentLiveness;
 
   constructor(private readonly deps: OverlayControllerDeps) {
     this.now = deps.now ?? (() => new Date());
@@ -61,6 +63,7 @@ export class OverlayNetworkController {
     this.rotation = new Rotation(deps, this.peerRows, this.status, this.now);
     this.tunnels = new Tunnels(deps, this.peerRows);
     this.pairs = new PairTracker(this.peerRows);
+    this.liveness = new AgentLiveness(deps);
   }
 
   /**
@@ -88,8 +91,16 @@ export class OverlayNetworkController {
           delayMs: opts.tunnelEventDelayMs ?? TUNNEL_EVENT_DELAY_MS,
         },
         { informer: secrets, map: mapTo.label(OVERLAY_LABEL) },
-        // Liveness only matters while a rotation waits for acknowledgements.
-        ...(leases ? [{ informer: leases, map: () => this.rotating() }] : []),
+        // Liveness matters while a rotation waits for acknowledgements, and to overlays that count the Lease's
+        // agent out of touch (it is back). Renewals of agents in touch start no pass.
+        ...(leases
+          ? [
+              {
+                informer: leases,
+                map: (l: KubernetesObject) => [...this.rotating(), ...this.liveness.overlaysOf(l)],
+              },
+            ]
+          : []),
       ],
       reconcile: (key) => this.reconcile(key),
     });
@@ -110,6 +121,7 @@ export class OverlayNetworkController {
       this.status.forget(name);
       this.keySecrets.forget(name);
       this.conflictEvents.forget(name);
+      this.liveness.forget(name);
       return;
     }
     const log = this.deps.logger.child({
@@ -234,7 +246,8 @@ export class OverlayNetworkController {
     await this.rotation.step(scope, members, existing, rows, log);
     const publicKeys = await this.keySecrets.sync(scope, members, log);
     await this.tunnels.sync(scope, desired.tunnels, existing, publicKeys);
-    const pairs = await this.pairs.track(scope, desired, rows);
+    const unreachable = this.liveness.judge(scope, desired.tunnels.keys(), existing);
+    const pairs = await this.pairs.track(scope, desired, rows, new Set(unreachable.map((u) => u.node)));
 
     const conditions = overlayConditions(
       scope.overlay.status?.conditions ?? [],
@@ -246,6 +259,7 @@ export class OverlayNetworkController {
         unusable: desired.unusable,
         exhausted: desired.exhausted,
         conflicts: conflicts.problems,
+        unreachable,
         pairs,
       },
       scope.now,
@@ -271,7 +285,7 @@ export class OverlayNetworkController {
         ...scope.deferred,
         nodes: desired.tunnels.size,
         nonMemberPodCIDRs: nonMembers.cidrs.length > 0 ? nonMembers.cidrs : undefined,
-        pairs,
+        pairs: { ...pairs, unknown: pairs.unknown > 0 ? pairs.unknown : undefined },
         encryptedSummary: `${pairs.encrypted}/${pairs.total}`,
         conditions,
         nextRotationTime: schedule.nextRotationTime && formatTime(schedule.nextRotationTime),

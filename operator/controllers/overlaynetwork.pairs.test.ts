@@ -19,13 +19,19 @@ function desired(nodes: string[], unusable: DesiredTunnels['unusable'] = [], exh
   } as unknown as DesiredTunnels;
 }
 
-function pass(tracker: PairTracker, rows: TunnelPeerRows, d: DesiredTunnels, reports: SideReport[]) {
+function pass(
+  tracker: PairTracker,
+  rows: TunnelPeerRows,
+  d: DesiredTunnels,
+  reports: SideReport[],
+  unreachable: Set<string> = new Set(),
+) {
   const scope = newScope(overlay, overlay, 'mesh', new Date());
   const byNode = new Map<string, PeerRow | undefined>(
     reports.map((r) => [r.node, peerRow(rows.ids, r.peers)]),
   );
   return tracker
-    .track(scope, d, byNode)
+    .track(scope, d, byNode, unreachable)
     .then((counts) => ({ counts, events: scope.events.map((e) => e.reason) }));
 }
 
@@ -38,7 +44,7 @@ test('the first pass learns the baseline; later passes report pairs gained and l
   const rows = new TunnelPeerRows();
   const tracker = new PairTracker(rows);
   expect(await pass(tracker, rows, desired(['a', 'b']), both('Encrypted'))).toEqual({
-    counts: { total: 1, encrypted: 1, degraded: 0 },
+    counts: { total: 1, encrypted: 1, degraded: 0, unknown: 0 },
     events: [],
   });
   expect((await pass(tracker, rows, desired(['a', 'b']), both('Stale'))).events).toEqual([
@@ -70,4 +76,41 @@ test('PairSet: one bit per pair, either order, sets share numbering', () => {
     false,
   ]);
   expect(set.fresh().has('a', 'b')).toBe(false);
+});
+
+test("pairs of an agent out of touch are Unknown, not its last report; no Event either way; the other side's Stale stands", async () => {
+  const rows = new TunnelPeerRows();
+  const tracker = new PairTracker(rows);
+  const three = desired(['a', 'b', 'c']);
+  const all: SideReport[] = ['a', 'b', 'c'].map((n) => ({
+    node: n,
+    peers: ['a', 'b', 'c']
+      .filter((p) => p !== n)
+      .map((p) => ({ node: p, state: 'Encrypted' as const, epoch: 1 })),
+  }));
+  expect((await pass(tracker, rows, three, all)).counts).toEqual({
+    total: 3,
+    encrypted: 3,
+    degraded: 0,
+    unknown: 0,
+  });
+  expect(await pass(tracker, rows, three, all, new Set(['c']))).toEqual({
+    counts: { total: 3, encrypted: 1, degraded: 0, unknown: 2 },
+    events: [],
+  });
+  // back in touch: encrypted as before, and no PairEncrypted Event for pairs that never stopped
+  expect(await pass(tracker, rows, three, all)).toEqual({
+    counts: { total: 3, encrypted: 3, degraded: 0, unknown: 0 },
+    events: [],
+  });
+  // a sees c Stale: that is known from a, whatever c's Lease says
+  const staleAC = all.map((r) =>
+    r.node === 'a'
+      ? { ...r, peers: r.peers.map((p) => (p.node === 'c' ? { ...p, state: 'Stale' as const } : p)) }
+      : r,
+  );
+  expect(await pass(tracker, rows, three, staleAC, new Set(['c']))).toEqual({
+    counts: { total: 3, encrypted: 1, degraded: 1, unknown: 1 },
+    events: ['PairLostEncryption'],
+  });
 });

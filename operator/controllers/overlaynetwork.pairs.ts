@@ -19,6 +19,8 @@ export interface PairCounts {
   total: number;
   encrypted: number;
   degraded: number;
+  /** pairs with an agent out of touch (plan/liveness.ts): their last report is no longer news */
+  unknown: number;
 }
 
 export class PairTracker {
@@ -38,6 +40,7 @@ export class PairTracker {
     scope: Scope,
     desired: DesiredTunnels,
     rows: Map<string, PeerRow | undefined>,
+    unreachable: ReadonlySet<string> = new Set(),
   ): Promise<PairCounts> {
     const { name } = scope;
     const previous = this.memory.get(name);
@@ -62,14 +65,22 @@ export class PairTracker {
     const encrypted = memory.encrypted.fresh();
     const gained = new NameSample();
     const lostPairs = new NameSample();
+    let unknown = 0;
     const pairs = await visitPairRows(
       this.peerRows.ids,
       pairMembers,
-      [...rows].filter(([node]) => desired.tunnels.has(node)).map(([node, row]) => ({ node, row })),
+      [...rows]
+        .filter(([node]) => desired.tunnels.has(node) && !unreachable.has(node))
+        .map(([node, row]) => ({ node, row })),
       scope.rotation?.phase === 'Verifying' ? runningEpoch : undefined,
       (a, b, state, reason) => {
         const was = memory.encrypted.has(a, b);
-        if (state === 'Encrypted') {
+        if (state !== 'Degraded' && unreachable.size > 0 && (unreachable.has(a) || unreachable.has(b))) {
+          // Not judged (a Degraded verdict of the side still in touch stands): what was encrypted is
+          // remembered, so an agent back in touch is no news by itself.
+          unknown++;
+          if (was) encrypted.add(a, b);
+        } else if (state === 'Encrypted') {
           encrypted.add(a, b);
           if (!was && !switching) gained.addPair(a, b);
         } else if (was && (!switching || state === 'Degraded')) lostPairs.addPair(a, b, reason);
@@ -89,7 +100,7 @@ export class PairTracker {
       unusable,
       exhausted: desired.exhausted.length > 0,
     });
-    return { total: pairs.total, encrypted: pairs.encrypted, degraded: pairs.degraded };
+    return { total: pairs.total, encrypted: pairs.encrypted, degraded: pairs.degraded, unknown };
   }
 }
 

@@ -75,6 +75,17 @@ test('a field that went away is sent as null; later steps compare with what was 
   expect(s.overlay.status).toEqual({ epoch: 1, observedGeneration: 3 });
 });
 
+test('a nested field that went away is sent as null too (a merge patch keeps what it does not mention)', async () => {
+  const { writes, status, scope } = setup({
+    epoch: 1,
+    pairs: { total: 3, encrypted: 1, degraded: 0, unknown: 2 },
+  });
+  await status.write(scope(), { status: { pairs: { total: 3, encrypted: 3, degraded: 0 } } });
+  expect(writes[0]).toMatchObject({
+    body: { pairs: { total: 3, encrypted: 3, degraded: 0, unknown: null } },
+  });
+});
+
 test('persist writes progress without observedGeneration and with the Rotating condition during a rotation', async () => {
   const { writes, status, scope } = setup({ epoch: 1 });
   const s = scope();

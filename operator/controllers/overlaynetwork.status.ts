@@ -91,9 +91,8 @@ export class StatusWriter {
         return;
       }
     }
-    // A merge patch keeps keys it does not mention: a field that went away is sent as null.
-    const body: Record<string, unknown> = { ...cleaned };
-    for (const key of Object.keys(before)) if (!(key in cleaned)) body[key] = null;
+    // A merge patch keeps keys it does not mention: a field that went away, at any depth, is sent as null.
+    const body = withRemovals(before, cleaned);
     await this.deps.writer.replaceOverlayStatus(scope.name, scope.raw.metadata?.resourceVersion, body);
     this.lastWrite.set(scope.name, nowMs);
     // Later steps of this pass compare against what was just written.
@@ -136,4 +135,21 @@ export class StatusWriter {
 /** The JSON form of a value: a key with an undefined value is the same as no key (what the API stores). */
 export function stripUndefined<T>(v: T): T {
   return JSON.parse(JSON.stringify(v ?? null)) as T;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * `after` as a JSON merge patch (RFC 7386) over `before`: every key of `before` that `after` lacks, also inside
+ * nested objects (e.g. pairs.unknown), is set to null; arrays are replaced whole.
+ */
+export function withRemovals(before: object, after: object): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...after };
+  for (const [key, was] of Object.entries(before)) {
+    const now = (after as Record<string, unknown>)[key];
+    if (!(key in after)) out[key] = null;
+    else if (isRecord(was) && isRecord(now)) out[key] = withRemovals(was, now);
+  }
+  return out;
 }

@@ -23,7 +23,9 @@ export interface ConditionFacts {
   exhausted: string[];
   /** conflicts between members or with other overlays (plan/conflicts.ts), in the order found */
   conflicts?: ReadonlyArray<{ reason: string; message: string }>;
-  pairs: { total: number; encrypted: number; degraded: number };
+  /** agents that reported and stopped renewing their Lease (plan/liveness.ts) */
+  unreachable?: ReadonlyArray<{ node: string; renewed: string | undefined }>;
+  pairs: { total: number; encrypted: number; degraded: number; unknown?: number };
 }
 
 export interface Problem {
@@ -52,6 +54,16 @@ export const nodeUnusable: Check = (f) =>
     ? { reason: 'NodeUnusable', message: `not peered: ${unusableNames(f.unusable)}` }
     : undefined;
 
+export const agentsUnreachable: Check = (f) =>
+  f.unreachable && f.unreachable.length > 0
+    ? {
+        reason: 'AgentUnreachable',
+        message:
+          `agent(s) out of touch, Lease not renewed: ${listNames(f.unreachable.map((u) => u.node))}; ` +
+          `${f.pairs.unknown ?? 0} pair(s) Unknown`,
+      }
+    : undefined;
+
 export const pairsDegraded: Check = (f) =>
   f.pairs.degraded > 0
     ? { reason: 'PairsDegraded', message: `${f.pairs.degraded} pair(s) degraded` }
@@ -68,7 +80,13 @@ export const rotationAborted: Check = (f) =>
     : undefined;
 
 /** The checks that make Ready False, in order; the first names the reason. */
-export const READY_CHECKS: readonly Check[] = [conflicting, poolExhausted, nodeUnusable, pairsDegraded];
+export const READY_CHECKS: readonly Check[] = [
+  conflicting,
+  poolExhausted,
+  nodeUnusable,
+  agentsUnreachable,
+  pairsDegraded,
+];
 /** The checks that make Degraded True, in order: Degraded's reason is the first hit, its message all hits. */
 export const DEGRADED_CHECKS: readonly Check[] = [...READY_CHECKS, rotationAborted];
 

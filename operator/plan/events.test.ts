@@ -1,5 +1,7 @@
 import {
   EVENT_NAMES,
+  agentsBack,
+  agentsUnreachable,
   keySecretAltered,
   keySecretReplaced,
   listNames,
@@ -57,6 +59,12 @@ test.each([
     'Warning KeySecretAltered: key Secret of a holds values the operator did not seal (a/b@3: value for a ' +
       'does not open in its context, a/c@3: value for c does not open in its context); refused, new keys at epoch 4',
   ],
+  [
+    agentsUnreachable([{ node: 'a', renewed: '2026-12-02T10:00:00Z' }]),
+    'Warning AgentUnreachable: agent out of touch (Lease not renewed since 2026-12-02T10:00:00Z): a; its ' +
+      'pairs are Unknown until it reports again (the data plane keeps its keys)',
+  ],
+  [agentsBack(['a', 'b']), 'Normal AgentReachable: agent back in touch: a, b'],
   [nodesJoined(['a', 'b']), 'Normal NodeJoined: joined: a, b'],
   [
     poolExhausted('10.0.0.0/30', ['c']),

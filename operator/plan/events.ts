@@ -61,6 +61,23 @@ export const keySecretAltered = (
     `seal (${listNames(altered.map((a) => `${a.entry}: ${a.problem}`))}); refused, new keys at epoch ${epoch}`,
 });
 
+/** Agents that reported and stopped renewing their Lease: their pairs are Unknown from now on. */
+export const agentsUnreachable = (
+  agents: ReadonlyArray<{ node: string; renewed: string | undefined }>,
+): OverlayEvent => ({
+  type: 'Warning',
+  reason: 'AgentUnreachable',
+  message:
+    `agent out of touch (Lease not renewed${agents.length === 1 && agents[0]!.renewed ? ` since ${agents[0]!.renewed}` : ''}): ` +
+    `${listNames(agents.map((a) => a.node))}; its pairs are Unknown until it reports again (the data plane keeps its keys)`,
+});
+
+export const agentsBack = (nodes: string[]): OverlayEvent => ({
+  type: 'Normal',
+  reason: 'AgentReachable',
+  message: `agent back in touch: ${listNames(nodes)}`,
+});
+
 export const nodesJoined = (nodes: string[]): OverlayEvent => ({
   type: 'Normal',
   reason: 'NodeJoined',

@@ -380,6 +380,40 @@ test('an operator restarted while staging resumes the rotation from the API', as
   expect(reasons.filter((r) => r === 'RotationStarted')).toHaveLength(1);
 });
 
+test('two replicas: the leader stopped while staging, the standby (caches synced, not leading) takes over and completes the rotation', async () => {
+  const { name, agents } = await overlayWithNodes('failover', 2);
+  const [leader] = operators;
+  const standby = await startOperator();
+  await annotate(name, 'f1');
+  const staging = await until('Staging', async () => {
+    const r = (await status(name)).rotation;
+    return r?.phase === 'Staging' ? r : undefined;
+  });
+  await leader!.stop();
+  operators.splice(operators.indexOf(leader!), 1);
+  for (const a of agents) await a.stage(2, generateKeyPair().publicKey);
+  const verifying = await until(
+    'Verifying under the standby',
+    async () => {
+      const r = (await status(name)).rotation;
+      return r?.phase === 'Verifying' ? r : undefined;
+    },
+    30_000,
+  );
+  expect(verifying).toMatchObject({ targetEpoch: 2, attempt: 1, startTime: staging.startTime });
+  await reportAll(agents, 2);
+  const done = await until('completed', async () => {
+    const s = await status(name);
+    return s.epoch === 2 && !s.rotation ? s : undefined;
+  });
+  expect(done.encryptedSummary).toBe('1/1');
+  expect(operators).toEqual([standby]);
+  const reasons = (await events(name)).map((e) => e.reason);
+  expect(reasons).not.toContain('RotationAborted');
+  expect(reasons.filter((r) => r === 'RotationStarted')).toHaveLength(1);
+  expect(reasons).toContain('RotationCompleted');
+});
+
 test('kubectl sealmesh rotate --wait starts a rotation and follows it to the end; status prints the matrix', async () => {
   const { name, agents } = await overlayWithNodes('plugin', 2);
   const plugin = resolve(repoRoot, 'bin/kubectl-sealmesh');

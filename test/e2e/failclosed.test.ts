@@ -112,7 +112,9 @@ async function probed<T>(
 
 /**
  * No plaintext and no probe payload on the underlay, nothing unseen, every pair probed at >= 20/s, and once
- * every pair was encrypted again every pair among `live` answered (at least half of the probes sent after it).
+ * every pair was encrypted again every pair among `live` answered: some probe sent after that, and at least
+ * 80% of those of the window's last 2 s (a re-keyed pair may stall a second or so after the status says
+ * Encrypted: two handshakes that cross, README "Current limits").
  */
 function expectFailClosed(r: MeshReport<unknown>, live: readonly string[]): void {
   expect(r.underlay.truncated).toBe(false);
@@ -123,8 +125,11 @@ function expectFailClosed(r: MeshReport<unknown>, live: readonly string[]): void
   expect(r.settledAt).toBeDefined();
   const silent = r.pairs
     .filter((p) => live.includes(p.from) && live.includes(p.to))
-    .filter((p) => p.sentAfter < 40 || p.receivedAfter * 2 < p.sentAfter)
-    .map((p) => `${p.from}->${p.to} ${p.receivedAfter}/${p.sentAfter}`);
+    .filter((p) => p.receivedAfter === 0 || p.sentLast < 30 || p.receivedLast * 10 < p.sentLast * 8)
+    .map(
+      (p) =>
+        `${p.from}->${p.to} after ${p.receivedAfter}/${p.sentAfter}, last ${p.receivedLast}/${p.sentLast}`,
+    );
   expect(silent).toEqual([]);
   expect(r.tcp?.received).toBeGreaterThan(0);
 }

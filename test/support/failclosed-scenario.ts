@@ -64,6 +64,9 @@ export interface PairFigures {
   /** of the probes sent after settled() */
   sentAfter: number;
   receivedAfter: number;
+  /** of the probes sent in the last 2 s of the pair's window */
+  sentLast: number;
+  receivedLast: number;
   result: ProbeResult;
 }
 
@@ -159,6 +162,7 @@ export async function probeMesh<T>(
       settledAt === undefined
         ? { sent: 0, received: 0 }
         : summarize(r.records, { start: settledAt, end: r.windowEnd });
+    const last = summarize(r.records, { start: r.windowEnd - 2000, end: r.windowEnd });
     return {
       from: r.from,
       to: r.to,
@@ -168,6 +172,8 @@ export async function probeMesh<T>(
       maxGapMs: r.maxGapMs,
       sentAfter: after.sent,
       receivedAfter: after.received,
+      sentLast: last.sent,
+      receivedLast: last.received,
       result: r,
     };
   });
@@ -197,6 +203,7 @@ export function describeMesh(name: string, r: MeshReport<unknown>): string {
       (p) =>
         `${short(p.from)}->${short(p.to)} ${p.received}/${p.sent} (${p.rate}/s, gap ${p.maxGapMs} ms` +
         (r.settledAt !== undefined ? `, after ${p.receivedAfter}/${p.sentAfter}` : '') +
+        `, last 2 s ${p.receivedLast}/${p.sentLast}` +
         ')',
     )
     .join('; ');

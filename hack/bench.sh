@@ -8,6 +8,9 @@
 # control plane (.local) instead; either way the bench stops a control plane only if it started it.
 #
 #   BENCH_SIZES=100,1000  BENCH_IDLE_SECONDS=120  BENCH_PHASE_TIMEOUT_SECONDS=300  BENCH_PROFILE=1
+#
+# test/bench/firewall.bench.ts (the fail-closed rules' cost of a join at 1,000 members) needs root but no
+# control plane: it runs in a network namespace of its own. BENCH_FW_MEMBERS=1000  BENCH_FW_JOINS=15
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"

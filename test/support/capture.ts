@@ -80,15 +80,17 @@ export interface UnderlayVerdict {
   chunks: number;
   /** a chunk hit tcpdump's packet limit: part of the run went unseen */
   truncated: boolean;
+  /** every line but ARP, in order */
+  lines: string[];
 }
 
 /**
- * Captures the underlay for as long as `body` runs, rolling over to a new capture every 40 s before the
- * packet limit (the next one starts before the last one stops, so no moment goes unseen).
+ * Captures the underlay for as long as `body` runs, rolling over to a new capture every `chunkMs` (default
+ * 40 s) before the packet limit (the next one starts before the last one stops, so no moment goes unseen).
  */
 export async function watchUnderlay<T>(
   lab: Lab,
-  options: { port: number; marker: string },
+  options: { port: number; marker: string; chunkMs?: number },
   body: () => Promise<T>,
 ): Promise<{ value: T; underlay: UnderlayVerdict }> {
   const chunks: Captured[] = [];
@@ -104,7 +106,10 @@ export async function watchUnderlay<T>(
   try {
     while (!done) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([settled, new Promise<void>((r) => (timer = setTimeout(r, 40_000)))]);
+      await Promise.race([
+        settled,
+        new Promise<void>((r) => (timer = setTimeout(r, options.chunkMs ?? 40_000))),
+      ]);
       clearTimeout(timer);
       if (done) break;
       const next = await startCapture(lab, 120);
@@ -129,6 +134,7 @@ export async function watchUnderlay<T>(
       marker: chunks.some((c) => c.raw.includes(Buffer.from(options.marker, 'hex'))),
       chunks: chunks.length,
       truncated: chunks.some((c) => c.lines.length >= 20_000),
+      lines,
     },
   };
 }

@@ -92,7 +92,8 @@ export interface Plaintext {
   sample: string[];
 }
 
-const ADDRESS = /^\S+ IP6? (\S+?)(?:\.(\d+))? > (\S+?)(?:\.(\d+))?: (.*)$/;
+/** time, IP or IP6, source and destination (each address or address.port), the rest */
+const ADDRESS = /^\S+ IP6? (\S+) > (\S+): (.*)$/;
 
 /**
  * Counts the IP packets in `lines` whose source or destination address lies in one of `protectedRanges`.
@@ -110,7 +111,7 @@ export function countPlaintext(lines: readonly string[], protectedRanges: readon
   for (const line of lines) {
     const m = ADDRESS.exec(line);
     if (!m) continue;
-    const [, src = '', , dst = '', , rest = ''] = m;
+    const [, src = '', dst = '', rest = ''] = m;
     if (!inRange(src) && !inRange(dst)) continue;
     if (/^ICMP/.test(rest)) out.icmp++;
     else if (/^Flags \[/.test(rest)) out.tcp++;
@@ -128,4 +129,40 @@ function bareAddress(s: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   const cut = s.lastIndexOf('.');
   const head = cut > 0 ? s.slice(0, cut) : '';
   return ipaddr.isValid(head) ? ipaddr.parse(head) : undefined;
+}
+
+/** A lab node as the capture sees it: its underlay address and its pod CIDR. */
+export interface UnderlayNode {
+  name: string;
+  underlayIP: string;
+  podCIDR: string;
+}
+
+/**
+ * The plaintext packets of `lines` (to or from a protected range) by the pair of nodes they were between:
+ * each end is a node's underlay address or in its pod CIDR; keyed `x<->y` (names sorted). A packet crosses br0 twice when the underlay router forwards it (node -> router -> node):
+ * both copies count. Anything else goes to `other`.
+ */
+export function plaintextByPair(
+  lines: readonly string[],
+  protectedRanges: readonly string[],
+  nodes: readonly UnderlayNode[],
+): Record<string, number> {
+  const pods = nodes.map((n) => ({ n, cidr: ipaddr.parseCIDR(n.podCIDR) }));
+  const owner = (a: string): UnderlayNode | undefined => {
+    const addr = bareAddress(a);
+    if (addr === undefined) return undefined;
+    const byPod = pods.find(({ cidr: [net, len] }) => addr.kind() === net.kind() && addr.match(net, len));
+    return byPod?.n ?? nodes.find((n) => n.underlayIP === addr.toString());
+  };
+  const out: Record<string, number> = {};
+  for (const line of lines) {
+    if (countPlaintext([line], protectedRanges).total === 0) continue;
+    const [, src = '', dst = ''] = ADDRESS.exec(line) ?? [];
+    const a = owner(src);
+    const b = owner(dst);
+    const key = a && b && a !== b ? [a.name, b.name].sort().join('<->') : 'other';
+    out[key] = (out[key] ?? 0) + 1;
+  }
+  return out;
 }

@@ -43,6 +43,8 @@ export interface ProbeResult extends PairProbe {
   lastReplyAt?: number;
   windowStart: number;
   windowEnd: number;
+  /** every probe of the run as ping reported it, window or not (for statistics over part of the window) */
+  records: ProbeRecord[];
 }
 
 /** Parses `ping -D -O` output: every probe it reported and how many it sent. */
@@ -130,7 +132,10 @@ export interface ProbeRun {
   stop(cutoverAt?: number): Promise<ProbeResult[]>;
 }
 
-/** Starts one ping per pair, every `intervalMs` (default 40), until stop() or `maxSeconds` (default 600). */
+/**
+ * Starts one ping per pair, every `intervalMs` (default 40), until stop() or as many probes as fit in
+ * `maxSeconds` (default 600).
+ */
 export function startProbes(
   lab: Lab,
   pairs: readonly PairProbe[],
@@ -165,8 +170,10 @@ export function startProbes(
         String(intervalMs / 1000),
         '-W',
         '1',
-        '-w',
-        String(maxSeconds),
+        // bounded by count, not by a deadline: with -w, ping exits at the first ICMP error (a router's
+        // "net unreachable" for a pod CIDR no node has yet), and the pair would go unprobed from then on
+        '-c',
+        String(Math.ceil((maxSeconds * 1000) / intervalMs)),
         ...pattern,
         pair.address,
       ],
@@ -199,6 +206,7 @@ export function startProbes(
           ...summarize(probes, window, cutoverAt),
           windowStart: window.start,
           windowEnd: window.end,
+          records: probes,
         });
       }
       return results;

@@ -1,5 +1,5 @@
 import { expect, test } from '@jest/globals';
-import { countPlaintext, plaintextByPair } from './leak.js';
+import { countPlaintext, linesBefore, plaintextByPair } from './leak.js';
 
 test('countPlaintext counts packets to or from a protected range by kind, and nothing else', () => {
   const lines = [
@@ -40,4 +40,17 @@ test('plaintextByPair counts plaintext by the pair of nodes it was between, the 
     other: 1,
   });
   expect(plaintextByPair(lines, ['10.250.0.0/16'], nodes)).toEqual({});
+});
+
+test('linesBefore keeps the lines stamped before the cut (tcpdump local time of day)', () => {
+  const at = (h: number, m: number, sec: number, ms: number) =>
+    new Date(2026, 11, 2, h, m, sec, ms).getTime();
+  const lines = [
+    '10:00:00.100000 IP 10.244.1.1 > 10.244.2.1: ICMP echo request',
+    '10:00:00.600000 IP 10.244.1.1 > 10.244.2.1: ICMP echo request',
+    'tcpdump: listening on br0',
+  ];
+  expect(linesBefore(lines, at(10, 0, 0, 500))).toEqual([lines[0]]);
+  expect(linesBefore(lines, at(9, 59, 59, 0))).toEqual([]);
+  expect(linesBefore(['23:59:59.900000 IP a > b: UDP'], at(0, 0, 1, 0) + 86_400_000)).toHaveLength(1);
 });

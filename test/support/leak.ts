@@ -166,3 +166,22 @@ export function plaintextByPair(
   }
   return out;
 }
+
+/**
+ * The `tcpdump -nn` lines stamped (local time of day, as tcpdump prints it) before `epochMs`. A capture runs for
+ * minutes: a stamp more than 12 h after the cut's time of day is taken as the day before.
+ */
+export function linesBefore(lines: readonly string[], epochMs: number): string[] {
+  const cut = new Date(epochMs);
+  const cutOfDay =
+    ((cut.getHours() * 60 + cut.getMinutes()) * 60 + cut.getSeconds()) * 1000 + cut.getMilliseconds();
+  const DAY = 86_400_000;
+  return lines.filter((line) => {
+    const m = /^(\d{2}):(\d{2}):(\d{2})\.(\d{3})/.exec(line);
+    if (!m) return false;
+    let t = ((Number(m[1]) * 60 + Number(m[2])) * 60 + Number(m[3])) * 1000 + Number(m[4]);
+    if (t - cutOfDay > DAY / 2) t -= DAY;
+    else if (cutOfDay - t > DAY / 2) t += DAY;
+    return t < cutOfDay;
+  });
+}

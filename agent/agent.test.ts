@@ -630,6 +630,53 @@ test('PerPair without a PSK yet: the peer waits; Disabled: peers are added witho
   expect(peers.every((p) => !p.presharedKeySet)).toBe(true);
 });
 
+test('a peer that receives nothing while this node sends to it for 45 s is Stalled and re-created once; bytes back end it', async () => {
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  await world.start();
+  await waitUntil(
+    'peers configured',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  await world.idle();
+  const device = world.device();
+  const b = world.peers.get('b')!.wg.publicKey;
+  const c = world.peers.get('c')!.wg.publicKey;
+  const traffic = (rxB: number) => {
+    const now = new Date(world.clock.now());
+    device.handshake(b, now, { rx: rxB, tx: 500 });
+    device.handshake(c, now, { rx: 100, tx: 100 });
+  };
+  traffic(100);
+  await world.tick();
+  expect(world.peerEntry('b')?.state).toBe('Encrypted');
+  const removals = () => device.calls.filter((x) => x.method === 'removePeer').length;
+  const before = removals();
+  // b: sent grows, nothing comes back; c: both ways
+  for (let t = 0; t < 50_000; t += 5_000) {
+    traffic(0);
+    await world.tick(5_000);
+  }
+  expect(world.peerEntry('b')).toMatchObject({ state: 'Stalled' });
+  expect(world.peerEntry('b')?.message).toMatch(
+    /^nothing received from the peer for 45s while sending to it; the peer was re-created once at /,
+  );
+  expect(world.peerEntry('c')?.state).toBe('Encrypted');
+  expect(removals()).toBe(before + 1);
+  expect(world.allLogs()).toContain('peer stalled (nothing received while sending); re-created it');
+  // still silent after the re-creation: Stalled again after another window, but not re-created twice
+  for (let t = 0; t < 50_000; t += 5_000) {
+    traffic(0);
+    await world.tick(5_000);
+  }
+  expect(world.peerEntry('b')?.state).toBe('Stalled');
+  expect(removals()).toBe(before + 1);
+  // something comes back: Encrypted
+  traffic(64);
+  await world.tick(5_000);
+  expect(world.peerEntry('b')?.state).toBe('Encrypted');
+});
+
 test('peer states move Handshaking → Encrypted → Stale, and status is written only on a change', async () => {
   world = new World({ presharedKeys: 'Disabled' });
   await world.init();

@@ -9,6 +9,7 @@ import type { Informer } from '../lib/runtime/informer.js';
 import type { RawObject } from '../lib/runtime/rest.js';
 import type { WireGuardDevice } from './device/device.js';
 import type { EpochView } from './epoch.js';
+import type { StallTrack } from './stall.js';
 import type { DataPlane } from './guard.js';
 
 export interface OverlayWatch {
@@ -30,6 +31,10 @@ export interface AppliedPeer {
   reconfiguredAt: number | undefined;
   /** when this agent last restarted the handshake with the peer (peerstate.ts, shouldKickHandshake) */
   kickedAt?: number;
+  /** the peer's byte counters as last seen, for the stall detector (stall.ts) */
+  stall?: StallTrack;
+  /** the stall detector asks for the peer to be re-created (program.ts, kickStalled) */
+  remedyDue?: boolean;
 }
 
 /** What this agent knows about one overlay's device between passes (lost on restart, rebuilt by adoption). */

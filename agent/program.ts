@@ -9,8 +9,9 @@ import { fingerprint } from '../lib/keys.js';
 import { describeError } from '../lib/kube.js';
 import type { DeviceState, PeerConfig, PeerState as DevicePeer } from './device/device.js';
 import { normalizePrefix } from './device/wgcli.js';
-import type { OwnKey, Pass, PeerPlan, PskResult } from './pass.js';
+import type { AppliedPeer, OwnKey, Pass, PeerPlan, PskResult } from './pass.js';
 import { peerConfig, peerDiff, verifyPeer } from './peerplan.js';
+import { observeStall, STALL_WINDOW_MS } from './stall.js';
 import {
   DEFAULT_UNDERLAY_MTU,
   WIREGUARD_OVERHEAD,
@@ -147,14 +148,20 @@ export class DeviceProgram {
         evals.set(peer.node, { node: peer.node, state: 'KeyMismatch', message: mismatch });
         continue;
       }
-      const seen = readBack.get(publicKey)?.latestHandshake?.getTime();
+      const onDevice = readBack.get(publicKey);
+      const seen = onDevice?.latestHandshake?.getTime();
+      const applied = rt.peers.get(publicKey);
       const a = assessHandshake({
         now,
-        configuredAt: rt.peers.get(publicKey)?.configuredAt,
-        reconfiguredAt: rt.peers.get(publicKey)?.reconfiguredAt,
+        configuredAt: applied?.configuredAt,
+        reconfiguredAt: applied?.reconfiguredAt,
         latestHandshake: seen,
       });
       evals.set(peer.node, { node: peer.node, state: a.state, message: a.message, handshakeAt: seen });
+      // Only a peer encrypting by its handshake can stall silently (one still handshaking or Stale says so
+      // itself); once stalled, it stays so, re-created or not, until something is received.
+      if (applied && onDevice && (a.state === 'Encrypted' || applied.stall?.remedyAt !== undefined))
+        this.watchStall(p, applied, onDevice, evals, peer.node, seen);
       if (needsProbe(a, now)) this.probe(p, peer.node, byNode.get(peer.node)?.spec.address);
     }
 
@@ -207,7 +214,35 @@ export class DeviceProgram {
       reconfiguredAt: changed ? now : (known?.reconfiguredAt ?? rt.keyChangedAt),
       // new keys start a new handshake: earlier kicks were for the keys before
       ...(!keysChanged && known?.kickedAt !== undefined ? { kickedAt: known.kickedAt } : {}),
+      // the stall detector's view of the counters carries over while the peer is the same
+      ...(!keysChanged && known?.stall ? { stall: known.stall } : {}),
     });
+  }
+
+  /**
+   * The stall detector (stall.ts): a peer that receives nothing while this node keeps sending to it is
+   * Stalled, whatever its handshake says; the next kickStalled re-creates it once per stall.
+   */
+  private watchStall(
+    p: Pass,
+    applied: AppliedPeer,
+    onDevice: DevicePeer,
+    evals: PeerPlan['evals'],
+    node: string,
+    handshakeAt: number | undefined,
+  ): void {
+    const v = observeStall(applied.stall, p.now, onDevice);
+    applied.stall = v.track;
+    if (v.recheckAt !== undefined) p.wakeAt = Math.min(p.wakeAt ?? Infinity, v.recheckAt);
+    if (!v.stalled) return;
+    const at = new Date(v.track.remedyAt ?? p.now).toISOString();
+    evals.set(node, {
+      node,
+      state: 'Stalled',
+      message: `nothing received from the peer for ${STALL_WINDOW_MS / 1000}s while sending to it; the peer was re-created once at ${at}`,
+      handshakeAt,
+    });
+    if (v.remedy) applied.remedyDue = true;
   }
 
   /**
@@ -221,6 +256,19 @@ export class DeviceProgram {
       const judged = plan.evals.get(peer.node);
       const applied = rt.peers.get(publicKey);
       if (!judged || !applied) continue;
+      if (applied.remedyDue) {
+        // the one known remedy of a silent stall (cilium#46687): a new peer object, a new handshake
+        applied.remedyDue = false;
+        await rt.device.removePeer(publicKey);
+        await rt.device.upsertPeer(deviceWrite(peer, psk));
+        applied.reconfiguredAt = now;
+        this.probe(p, peer.node, byNode.get(peer.node)?.spec.address, true);
+        log.warn(
+          { peer: peer.node, peerKey: fingerprint(publicKey) },
+          'peer stalled (nothing received while sending); re-created it',
+        );
+        continue;
+      }
       const seen = {
         now,
         assessment: judged,

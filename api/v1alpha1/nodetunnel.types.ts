@@ -92,10 +92,11 @@ export const NodeTunnelSpecSchema = z
   .describe('Desired state of the tunnel, written by the operator only.');
 
 export const PeerStateSchema = z
-  .enum(['Encrypted', 'Handshaking', 'Stale', 'KeyMismatch', 'AwaitingPeer'])
+  .enum(['Encrypted', 'Handshaking', 'Stale', 'KeyMismatch', 'AwaitingPeer', 'Stalled'])
   .describe(
     'Encrypted: fresh handshake at the current epoch. Handshaking: trying. Stale: no handshake within 180s. ' +
-      'KeyMismatch: the peer answers with other keys. AwaitingPeer: the peer has not published its keys yet.',
+      'KeyMismatch: the peer answers with other keys. AwaitingPeer: the peer has not published its keys yet. ' +
+      'Stalled: nothing received from the peer for 45s while sending to it (the agent re-creates the peer once).',
   );
 
 export type PeerState = z.infer<typeof PeerStateSchema>;

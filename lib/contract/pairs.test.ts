@@ -42,6 +42,15 @@ test.each<[string, SideReport[], string, string]>([
     'b sees a Stale',
   ],
   [
+    'stalled on one side',
+    [
+      { node: 'a', peers: [enc('b')] },
+      { node: 'b', peers: [{ node: 'a', state: 'Stalled', epoch: 1 }] },
+    ],
+    'Degraded',
+    'b receives nothing from a while sending (Stalled; b re-created the peer once)',
+  ],
+  [
     'key mismatch',
     [
       { node: 'a', peers: [{ node: 'b', state: 'KeyMismatch' }] },
@@ -94,6 +103,7 @@ describe('visitPairs', () => {
     'Stale',
     'KeyMismatch',
     'AwaitingPeer',
+    'Stalled',
   ];
   // Every combination of what the two sides report, at two epochs, judged with and without a target epoch.
   const cases = states.flatMap((ab) =>
@@ -111,7 +121,8 @@ describe('visitPairs', () => {
     // The rule, spelled out on plain reports (the walk judges packed numbers).
     const sa = c.ab ? { state: c.ab, epoch: 1 } : undefined;
     const sb = c.ba ? { state: c.ba, epoch: c.eb } : undefined;
-    const bad = (x?: { state: string }) => x?.state === 'Stale' || x?.state === 'KeyMismatch';
+    const bad = (x?: { state: string }) =>
+      x?.state === 'Stale' || x?.state === 'KeyMismatch' || x?.state === 'Stalled';
     const rule =
       bad(sa) || bad(sb)
         ? 'Degraded'
@@ -132,7 +143,7 @@ describe('visitPairs', () => {
     // The state (judged without building a reason) agrees with the reason given for it.
     const { state, reason } = want.pairs[0]!;
     if (state === 'Encrypted') expect(reason).toMatch(/^encrypted at epoch/);
-    else if (state === 'Degraded') expect(reason).toMatch(/Stale|KeyMismatch|epochs differ/);
+    else if (state === 'Degraded') expect(reason).toMatch(/Stale|Stalled|KeyMismatch|epochs differ/);
     else expect(reason).not.toMatch(/Stale$|KeyMismatch$|epochs differ/);
   });
 

@@ -57,11 +57,18 @@ const PAIRS_PER_SLICE = 20_000;
 
 // ---- compact reports: what a node reports of its peers, as numbers indexed by peer ----
 
-const STATES: readonly PeerState[] = ['Encrypted', 'Handshaking', 'Stale', 'KeyMismatch', 'AwaitingPeer'];
+const STATES: readonly PeerState[] = [
+  'Encrypted',
+  'Handshaking',
+  'Stale',
+  'KeyMismatch',
+  'AwaitingPeer',
+  'Stalled',
+];
 const STATE_CODE = new Map(STATES.map((s, i) => [s, i + 1]));
 
 /**
- * One side's report of one peer as one number: epoch * 8 + state (1..5); 0 = not reported. Exact for epochs
+ * One side's report of one peer as one number: epoch * 8 + state (1..6); 0 = not reported. Exact for epochs
  * up to 2^50 (a Float64Array holds it).
  */
 function encodeSide(state: PeerState, epoch: number | undefined): number {
@@ -202,13 +209,15 @@ function* walkPairs(
 
 const STALE = STATE_CODE.get('Stale')!;
 const MISMATCH = STATE_CODE.get('KeyMismatch')!;
+const STALLED = STATE_CODE.get('Stalled')!;
 const ENCRYPTED = STATE_CODE.get('Encrypted')!;
 
 /** judge(...).state on codes, without building the reason. */
 function judgeCodes(ab: number, ba: number, epoch?: number): PairState {
   const sa = ab % 8;
   const sb = ba % 8;
-  if (sa === STALE || sa === MISMATCH || sb === STALE || sb === MISMATCH) return 'Degraded';
+  if (sa === STALE || sa === MISMATCH || sa === STALLED || sb === STALE || sb === MISMATCH || sb === STALLED)
+    return 'Degraded';
   if (sa === ENCRYPTED && sb === ENCRYPTED) {
     if (ab !== ba) return 'Degraded'; // same state, so the epochs differ
     return epoch !== undefined && Math.floor(ab / 8) !== epoch ? 'Pending' : 'Encrypted';
@@ -229,6 +238,12 @@ function judge(
     [a, b, ab],
     [b, a, ba],
   ] as const) {
+    if (side?.state === 'Stalled') {
+      return {
+        state: 'Degraded',
+        reason: `${from} receives nothing from ${to} while sending (Stalled; ${from} re-created the peer once)`,
+      };
+    }
     if (side?.state === 'Stale' || side?.state === 'KeyMismatch') {
       return { state: 'Degraded', reason: `${from} sees ${to} ${side.state}` };
     }

@@ -1,0 +1,158 @@
+// What platform teams watch, proven in the lab (issue #16, "Done when"): a peer whose inbound traffic is dropped
+// on one side only (a broken receive path, as in cilium#46687) is reported Stalled by that side within the
+// window, the pair's Event names it and the remedy tried, and it is Encrypted again once traffic comes back.
+// Real operator, real agents, real WireGuard. The scenarios build on each other and run in order.
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import {
+  API_VERSION,
+  GROUP,
+  NODE_TUNNEL_PLURAL,
+  OVERLAY_NETWORK_KIND,
+  OVERLAY_NETWORK_PLURAL,
+  VERSION,
+  nodeTunnelName,
+} from '../../api/v1alpha1/groupversion.js';
+import { STALL_WINDOW_MS } from '../../agent/stall.js';
+import { uniqueName } from '../support/cluster.js';
+import { Deployment } from '../support/deploy.js';
+import {
+  allEncrypted as allEncryptedIn,
+  core,
+  custom,
+  deleteAgentLeases,
+  kc,
+  removeOverlay,
+  scenarios,
+  tunnelStatus,
+} from '../support/env.js';
+import { startPing } from '../support/leak.js';
+import { until } from '../support/wait.js';
+
+const overlay = uniqueName('e2e-obs');
+const MEMBER_LABEL = 'sealmesh.io/member';
+const SETUP_MS = 150_000;
+const ENCRYPTED_MS = 180_000;
+const MERGE = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+let deployment: Deployment | undefined;
+const scenario = scenarios();
+let members: string[] = [];
+
+function report(line: string): void {
+  process.stdout.write(`[observability e2e] ${line}\n`);
+}
+
+const allEncrypted = () => allEncryptedIn(deployment, overlay, members, ENCRYPTED_MS);
+
+beforeAll(async () => {
+  deployment = await Deployment.up({ nodes: 2, kc });
+  members = deployment.lab.nodes.map((n) => n.name);
+  for (const node of members)
+    await core.patchNode({ name: node, body: { metadata: { labels: { [MEMBER_LABEL]: overlay } } } }, MERGE);
+  await custom.createClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: OVERLAY_NETWORK_PLURAL,
+    body: {
+      apiVersion: API_VERSION,
+      kind: OVERLAY_NETWORK_KIND,
+      metadata: { name: overlay },
+      spec: { nodeSelector: { matchLabels: { [MEMBER_LABEL]: overlay } }, addressPool: '10.97.0.0/24' },
+    },
+  });
+  await allEncrypted();
+}, SETUP_MS + ENCRYPTED_MS);
+
+afterAll(async () => {
+  const errors = await removeOverlay(overlay);
+  await deployment?.down().catch((err: unknown) => errors.push(String(err)));
+  errors.push(...(await deleteAgentLeases(members)));
+  if (errors.length) throw new Error(errors.join('\n'));
+}, 120_000);
+
+test(
+  "a: inbound WireGuard traffic from one peer dropped on one node only, while that node keeps sending: it reports the peer Stalled within the window, the pair's Event says so and names the remedy, and the pair is Encrypted again once the drop goes",
+  () =>
+    scenario('a', async () => {
+      const d = deployment!;
+      const [n1, n2] = members as [string, string];
+      const spec = (
+        (await custom.getClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: NODE_TUNNEL_PLURAL,
+          name: nodeTunnelName(overlay, n2),
+        })) as { spec: { listenPort: number; address: string } }
+      ).spec;
+      const from = d.lab.node(n1).underlayIP;
+      // n2 drops what n1 sends it (one side only); n2 keeps sending to n1 (pings to n1's tunnel address)
+      const block = [
+        'add table inet e2estall',
+        'add chain inet e2estall in { type filter hook input priority -300; policy accept; }',
+        `add rule inet e2estall in ip saddr ${from} udp dport ${spec.listenPort} counter drop`,
+      ].join('\n');
+      const target = (
+        (await custom.getClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: NODE_TUNNEL_PLURAL,
+          name: nodeTunnelName(overlay, n1),
+        })) as { spec: { address: string } }
+      ).spec.address.split('/')[0]!;
+      const ping = startPing(d.lab, n2, target, 'a5a5a5a5', 200);
+      try {
+        const set = await d.lab.exec(n2, ['nft', '-f', '-'], { input: `${block}\n` });
+        expect(set.stderr).toBe('');
+        const t0 = Date.now();
+        const stalled = await until(
+          `${n2} to report ${n1} Stalled`,
+          async () => {
+            const peer = (await tunnelStatus(overlay, n2)).peers?.find((p) => p.node === n1);
+            return peer?.state === 'Stalled' ? peer : undefined;
+          },
+          STALL_WINDOW_MS + 45_000,
+          500,
+        );
+        const after = Date.now() - t0;
+        report(
+          `a: ${n2} reports ${n1} Stalled ${(after / 1000).toFixed(1)} s after the drop: ${stalled.message}`,
+        );
+        expect(stalled.message).toMatch(
+          /^nothing received from the peer for 45s while sending to it; the peer was re-created once at /,
+        );
+        const counted = await d.lab.exec(n2, ['nft', 'list', 'table', 'inet', 'e2estall']);
+        expect(counted.stdout).toMatch(/counter packets [1-9]/);
+        const event = await until(
+          'a PairLostEncryption Event naming the stall',
+          async () => {
+            const list = await core.listNamespacedEvent({
+              namespace: 'default',
+              fieldSelector: `involvedObject.name=${overlay}`,
+            });
+            return list.items.find(
+              (e) => e.reason === 'PairLostEncryption' && (e.message ?? '').includes('Stalled'),
+            );
+          },
+          30_000,
+          500,
+        );
+        report(`a: ${event.message}`);
+        expect(event.message).toContain(
+          `${n2} receives nothing from ${n1} while sending (Stalled; ${n2} re-created the peer once)`,
+        );
+        expect(d.logs().nodes[n2]).toContain('peer stalled (nothing received while sending); re-created it');
+      } finally {
+        await d.lab.exec(n2, ['nft', 'delete', 'table', 'inet', 'e2estall']);
+        await ping.stop();
+      }
+      await until(
+        `${n2} to see ${n1} Encrypted again`,
+        async () =>
+          (await tunnelStatus(overlay, n2)).peers?.find((p) => p.node === n1)?.state === 'Encrypted',
+        ENCRYPTED_MS,
+        500,
+      );
+      await allEncrypted();
+    }),
+  ENCRYPTED_MS + STALL_WINDOW_MS + 120_000,
+);

@@ -120,6 +120,15 @@ up() {
     --initial-cluster "sealmesh=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn \
     </dev/null >"$state/etcd.log" 2>&1 &
   echo $! >"$state/etcd.pid"
+  echo "$etcd_port $api_port" >"$state/ports"
+  start_apiserver "$etcd_port" "$api_port"
+  write_kubeconfig "$api_port"
+  wait_ready
+}
+
+start_apiserver() { # ETCD_PORT API_PORT
+  local bin etcd_port=$1 api_port=$2
+  bin=$(bin_dir)
   local pki=$state/pki
   setsid "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -134,9 +143,11 @@ up() {
     --service-cluster-ip-range 10.96.0.0/16 \
     --allow-privileged=true \
     --profiling=false \
-    </dev/null >"$state/kube-apiserver.log" 2>&1 &
+    </dev/null >>"$state/kube-apiserver.log" 2>&1 &
   echo $! >"$state/kube-apiserver.pid"
-  write_kubeconfig "$api_port"
+}
+
+wait_ready() {
   local i
   for i in $(seq 1 240); do
     if ready; then
@@ -176,8 +187,22 @@ status)
   fi
   ;;
 env) echo "export KUBECONFIG=$kubeconfig" ;;
+# An API server outage for tests (issue #18): the kube-apiserver stops; etcd and its data stay. start-apiserver
+# starts it again on the same port, certificates and data, and waits until it is ready.
+stop-apiserver)
+  our_pid kube-apiserver >/dev/null || die "no kube-apiserver of ours runs"
+  stop_one kube-apiserver
+  log "kube-apiserver stopped (etcd runs)"
+  ;;
+start-apiserver)
+  our_pid etcd >/dev/null || die "no etcd of ours runs"
+  our_pid kube-apiserver >/dev/null && die "kube-apiserver already runs"
+  read -r etcd_port api_port <"$state/ports"
+  start_apiserver "$etcd_port" "$api_port"
+  wait_ready
+  ;;
 *)
-  echo "usage: $0 up|down|status|env" >&2
+  echo "usage: $0 up|down|status|env|stop-apiserver|start-apiserver" >&2
   exit 2
   ;;
 esac

@@ -120,10 +120,10 @@ beforeAll(async () => {
     resyncPeriodMs: 0,
   });
   await operator.start();
-  await memberNode(1, '10.244.1.0/24');
-  await memberNode(2, '10.244.2.0/24');
+  await memberNode(1, '10.249.1.0/24');
+  await memberNode(2, '10.249.2.0/24');
   // n3's pod CIDR covers n1's and n2's
-  await memberNode(3, '10.244.0.0/16');
+  await memberNode(3, '10.249.0.0/16');
 });
 
 afterAll(async () => {
@@ -141,13 +141,13 @@ test('overlapping pod CIDRs: Degraded AddressConflict naming the nodes; neither 
     const c = await degraded(A);
     return c?.reason === 'AddressConflict' ? c : undefined;
   });
-  expect(d.message).toContain(`${nodeName(3)} 10.244.0.0/16`);
-  expect(d.message).toContain(`${nodeName(1)} 10.244.1.0/24`);
-  expect(d.message).toContain(`${nodeName(2)} 10.244.2.0/24`);
+  expect(d.message).toContain(`${nodeName(3)} 10.249.0.0/16`);
+  expect(d.message).toContain(`${nodeName(1)} 10.249.1.0/24`);
+  expect(d.message).toContain(`${nodeName(2)} 10.249.2.0/24`);
   for (const [i, cidr] of [
-    [1, '10.244.1.0/24'],
-    [2, '10.244.2.0/24'],
-    [3, '10.244.0.0/16'],
+    [1, '10.249.1.0/24'],
+    [2, '10.249.2.0/24'],
+    [3, '10.249.0.0/16'],
   ] as const) {
     const allowed = (await tunnel(A, i)).spec.allowedIPs as string[];
     expect(allowed).not.toContain(cidr);

@@ -126,7 +126,7 @@ async function createNode(i: number, opts: { internalIP?: boolean; member?: bool
   await core.createNode({
     body: {
       metadata: { name, labels },
-      spec: { podCIDR: `10.244.${i}.0/24`, podCIDRs: [`10.244.${i}.0/24`] },
+      spec: { podCIDR: `10.249.${i}.0/24`, podCIDRs: [`10.249.${i}.0/24`] },
     },
   });
   if (opts.internalIP !== false) {
@@ -247,7 +247,7 @@ test('an overlay becomes one NodeTunnel per selected node with unique addresses 
   expect(byNode.get(nodeName(2))).toMatchObject({
     overlay: OVL,
     endpoint: `198.18.0.2:${DEFAULT_LISTEN_PORT}`,
-    allowedIPs: expect.arrayContaining(['10.244.2.0/24']) as unknown,
+    allowedIPs: expect.arrayContaining(['10.249.2.0/24']) as unknown,
     listenPort: DEFAULT_LISTEN_PORT,
     epoch: 1,
     secretRef: { namespace, name: keySecretName(OVL, nodeName(2)) },
@@ -547,23 +547,23 @@ test('status.nonMemberPodCIDRs lists the pod CIDRs in a declared range of nodes 
     nodeSelector: { matchLabels: { [FC_LABEL]: run } },
     addressPool: '100.66.0.0/24',
     listenPort: DEFAULT_LISTEN_PORT + 2,
-    dataPlane: { protectedRanges: ['10.244.0.0/16'] },
+    dataPlane: { protectedRanges: ['10.249.0.0/16'] },
   });
   const listed = async () => ((await getOverlay(fc)).status?.nonMemberPodCIDRs as string[] | undefined) ?? [];
   await until('nodes 1-4 and 7 listed', async () => {
     const l = await listed();
-    return ['10.244.1.0/24', '10.244.4.0/24', '10.244.7.0/24'].every((c) => l.includes(c));
+    return ['10.249.1.0/24', '10.249.4.0/24', '10.249.7.0/24'].every((c) => l.includes(c));
   });
-  expect((await listed()).every((c) => c.startsWith('10.244.'))).toBe(true);
+  expect((await listed()).every((c) => c.startsWith('10.249.'))).toBe(true);
   await core.patchNode(
     { name: nodeName(7), body: { metadata: { labels: { [FC_LABEL]: run } } } },
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );
   await until(
     'node 7 no longer listed once selected',
-    async () => !(await listed()).includes('10.244.7.0/24'),
+    async () => !(await listed()).includes('10.249.7.0/24'),
   );
-  expect(await listed()).toContain('10.244.1.0/24');
+  expect(await listed()).toContain('10.249.1.0/24');
   await custom.deleteClusterCustomObject({
     group: GROUP,
     version: VERSION,

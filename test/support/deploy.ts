@@ -30,13 +30,41 @@ export interface DeploymentOptions {
 }
 
 export class Deployment {
+  /** how often the operator exited and was started again (a Deployment's pod restarts) */
+  operatorRestarts = 0;
+  private stopping = false;
+
   private constructor(
     /** holds the service-account kubeconfigs (0600), the operator's log and PID */
     readonly dir: string,
     readonly lab: Lab,
     private operator: ChildProcess | undefined,
     readonly agentCmd: string,
-  ) {}
+  ) {
+    if (operator) this.supervise(operator);
+  }
+
+  /**
+   * As a Deployment's pod restarts: an operator that exits on its own (it exits when it loses leadership,
+   * e.g. while the API server is down) is started again a second later, with the same command and log.
+   */
+  private supervise(child: ChildProcess): void {
+    child.once('exit', () => {
+      if (this.stopping || this.operator !== child) return;
+      setTimeout(() => {
+        if (this.stopping) return;
+        const next = startOperatorProcess({
+          kubeconfig: resolve(this.dir, 'operator.kubeconfig'),
+          logFile: resolve(this.dir, 'operator.log'),
+        });
+        this.operator = next;
+        this.operatorRestarts++;
+        if (next.pid)
+          writeFileSync(resolve(this.dir, 'operator.pid'), `${next.pid} ${startTime(next.pid)}\n`);
+        this.supervise(next);
+      }, 1000).unref();
+    });
+  }
 
   get operatorLog(): string {
     return resolve(this.dir, 'operator.log');
@@ -129,6 +157,7 @@ export class Deployment {
   /** Stops the operator and the lab (agents, wireguard-go, namespaces); removes the tokens. Idempotent. */
   async down(): Promise<void> {
     const errors: string[] = [];
+    this.stopping = true;
     if (this.operator) {
       await stopChild(this.operator);
       this.operator = undefined;

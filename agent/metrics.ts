@@ -5,7 +5,7 @@
 // a peer is re-created, which Prometheus treats as a counter reset), the drop counters agent/drops.ts's totals.
 // Every series of a peer that left the device, or of an overlay the node left, goes with it.
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { PeerState as PeerStateName } from '../api/v1alpha1/nodetunnel.types.js';
+import { PeerStateSchema, type PeerState as PeerStateName } from '../api/v1alpha1/nodetunnel.types.js';
 import type { DeviceState } from './device/device.js';
 import type { DropTotals } from './drops.js';
 
@@ -78,7 +78,8 @@ export const METRIC_NAMES = {
   droppedBytes: 'sealmesh_failclosed_dropped_bytes_total',
 } as const;
 
-const STATES: readonly PeerStateName[] = ['Encrypted', 'Handshaking', 'Stale', 'KeyMismatch', 'AwaitingPeer'];
+/** every state a peer can be in (the NodeTunnel schema's), so each series is 1 or 0, never missing */
+const STATES: readonly PeerStateName[] = PeerStateSchema.options;
 
 export class AgentMetrics {
   private readonly handshake: Series;
@@ -100,7 +101,7 @@ export class AgentMetrics {
     this.state = new Series(
       'gauge',
       METRIC_NAMES.state,
-      'How this node sees the peer node: 1 for its state (Encrypted, Handshaking, Stale, KeyMismatch, AwaitingPeer), 0 for the others.',
+      `How this node sees the peer node: 1 for its state (${STATES.join(', ')}), 0 for the others.`,
       [...peer, 'state'],
       registry,
     );

@@ -25,6 +25,8 @@ import { FakeFirewall } from './testing/firewall.js';
 import { FakeApiServer, OVERLAYS_PATH, TUNNELS_PATH, configMapsPath, secretsPath } from './testing/fakes.js';
 import { agentLeaseName } from '../lib/contract/liveness.js';
 import type { Prober } from './probe.js';
+import { Registry } from 'prom-client';
+import { AgentMetrics } from './metrics.js';
 
 const NS = 'sealmesh-system';
 const OVERLAY = 'ovl';
@@ -80,6 +82,8 @@ class World {
   readonly operator = newBoxKeyPair();
   readonly devices = new Map<string, FakeWireGuardDevice>();
   readonly firewall = new FakeFirewall();
+  readonly registry = new Registry();
+  readonly metrics = new AgentMetrics(this.registry);
   readonly probes: string[] = [];
   readonly logLines: string[] = [];
   readonly peers = new Map<string, Peer>();
@@ -151,6 +155,7 @@ class World {
       underlayMtu: () => Promise.resolve(1500),
       informer: { stallTimeoutMs: 1e9 },
       firewall: this.firewall,
+      metrics: this.metrics,
       deviceFactory:
         device ??
         ((name) => {
@@ -859,7 +864,8 @@ test('fail-closed: the rules go in before the first peer and route, cover member
   await waitUntil('envelope key published', () => world.status().envelopePublicKey !== undefined);
   // no PSK yet (PerPair): no peer, yet b and c are protected already, with the declared range minus a's own
   await waitUntil('peers awaiting', () => world.status().peers?.length === 2);
-  const want = ['10.99.0.2/31', '10.244.0.0/24', '10.244.2.0/23'];
+  // every member's prefixes an element of their own (drops are counted per peer), the declared rest beside
+  const want = ['10.99.0.2/32', '10.99.0.3/32', '10.244.0.0/24', '10.244.2.0/23'];
   expect(world.firewall.table?.get(name)).toMatchObject({ device: name, mode: 'FailClosed', prefixes: want });
   expect(order.indexOf('peer')).toBe(-1);
   world.sealPair('b', 'b');
@@ -907,10 +913,84 @@ test("fail-closed: the overlay status's non-member pod CIDRs leave the declared 
   const name = interfaceName('sm', OVERLAY);
   await waitUntil('rules', () => world.firewall.table?.get(name) !== undefined);
   expect(world.firewall.table?.get(name)?.prefixes).toEqual([
-    '10.99.0.2/31',
+    '10.99.0.2/32',
+    '10.99.0.3/32',
     '10.244.0.0/24',
     '10.244.2.0/24',
   ]);
+});
+
+test('drops: counted per peer on /metrics at once, in status with the next write and on their own at most once per 30 s, never while unchanged', async () => {
+  world = new World({ presharedKeys: 'Disabled' });
+  await world.init();
+  await world.start();
+  await waitUntil(
+    'peers configured',
+    () => world.status().peers?.filter((p) => p.state === 'Handshaking').length === 2,
+  );
+  await world.idle();
+  const dev = interfaceName('sm', OVERLAY);
+  const metric = async (name: string, peer: string): Promise<number | undefined> => {
+    const line = (await world.registry.metrics())
+      .split('\n')
+      .find((l) => l.startsWith(`${name}{overlay="${OVERLAY}",peer="${peer}"}`));
+    return line === undefined ? undefined : Number(line.split(' ').pop());
+  };
+  expect(world.status().drops).toBeUndefined();
+  let writes = world.agent.statusWrites;
+
+  // b's tunnel address is an element of its own: its drops are b's
+  world.firewall.count(dev, '10.99.0.2/32', 3);
+  await world.tick();
+  expect(world.status().drops).toEqual({ peers: [{ node: 'b', packets: 3, bytes: 252 }] });
+  expect(world.agent.statusWrites).toBe(writes + 1);
+  expect(await metric('sealmesh_failclosed_dropped_packets_total', 'b')).toBe(3);
+  expect(await metric('sealmesh_failclosed_dropped_bytes_total', 'b')).toBe(252);
+  expect(await metric('sealmesh_failclosed_dropped_packets_total', 'c')).toBeUndefined();
+
+  // more drops 5 s later: /metrics at once, the status waits for the interval
+  world.firewall.count(dev, '10.99.0.2/32', 2);
+  world.firewall.count(dev, '10.99.0.3/32', 1);
+  await world.tick();
+  expect(await metric('sealmesh_failclosed_dropped_packets_total', 'b')).toBe(5);
+  expect(await metric('sealmesh_failclosed_dropped_packets_total', 'c')).toBe(1);
+  expect(world.status().drops?.peers).toEqual([{ node: 'b', packets: 3, bytes: 252 }]);
+  for (let t = 10_000; t < 30_000; t += PROBE_MS) await world.tick();
+  expect(world.agent.statusWrites).toBe(writes + 1);
+  await world.tick(); // 30 s after the last write that carried drops
+  expect(world.status().drops?.peers).toEqual([
+    { node: 'b', packets: 5, bytes: 420 },
+    { node: 'c', packets: 1, bytes: 84 },
+  ]);
+  expect(world.agent.statusWrites).toBe(writes + 2);
+
+  // unchanged counts: no write, however long
+  writes = world.agent.statusWrites;
+  for (let k = 0; k < 12; k++) await world.tick();
+  expect(world.agent.statusWrites).toBe(writes);
+
+  // a write the agent makes anyway (b's state changes) carries the counts as they are, within the interval
+  world.firewall.count(dev, '10.99.0.3/32', 4);
+  await world.tick();
+  expect(world.agent.statusWrites).toBe(writes + 1);
+  writes = world.agent.statusWrites;
+  world.firewall.count(dev, '10.99.0.3/32', 1);
+  world.device().handshake(world.peers.get('b')!.wg.publicKey, new Date(world.clock.now()));
+  await world.tick();
+  expect(world.peerEntry('b')?.state).toBe('Encrypted');
+  expect(world.status().drops?.peers?.find((p) => p.node === 'c')?.packets).toBe(6);
+  expect(world.agent.statusWrites).toBe(writes + 1);
+
+  // the peer metrics: handshake time (Unix seconds), bytes, state; labels are node names, never keys
+  expect(await metric('sealmesh_wireguard_latest_handshake_seconds', 'b')).toBe(
+    Math.floor(world.clock.now() / 1000) - 5,
+  );
+  expect(await metric('sealmesh_wireguard_latest_handshake_seconds', 'c')).toBe(0);
+  expect(await metric('sealmesh_wireguard_sent_bytes_total', 'b')).toBe(0);
+  const text = await world.registry.metrics();
+  expect(text).toContain(`sealmesh_peer_state{overlay="${OVERLAY}",peer="b",state="Encrypted"} 1`);
+  expect(text).toContain(`sealmesh_peer_state{overlay="${OVERLAY}",peer="c",state="Encrypted"} 0`);
+  for (const peer of world.peers.values()) expect(text).not.toContain(peer.wg.publicKey);
 });
 
 test('fail-closed: a firewall error stops the pass before the device is touched and is reported', async () => {
@@ -938,6 +1018,9 @@ test('Operator custody: the sealed private key is applied only when it matches s
   await world.start();
   await waitUntil('awaiting keys', () => world.status().conditions?.[0]?.reason === 'AwaitingKeys');
   expect(world.status().publicKey).toBeUndefined();
+  // running (caches synced, passes run) but not ready: the overlay's device is not programmed (/readyz)
+  expect(world.agent.running).toBe(true);
+  expect(world.agent.ready).toBe(false);
 
   // a key that does not match spec.publicKey is refused
   const wrong = generateKeyPair();
@@ -976,6 +1059,7 @@ test('Operator custody: the sealed private key is applied only when it matches s
   expect((await world.device().read())?.publicKey).toBe(publicKeyOf(key.privateKey));
   // published in both custody modes: during a rotation peers take each other's keys from status
   expect(world.status().publicKey).toBe(key.publicKey);
+  expect(world.agent.ready).toBe(true);
   expect(world.allLogs()).not.toContain(Buffer.from(key.privateKey).toString('base64'));
 });
 

@@ -15,13 +15,12 @@
 // acknowledges once (stagedEpoch, stagedPublicKey); at the cutover instant (its own clock) it switches in one
 // tight sequence with no API call in between, pings every peer so the new handshakes start at once, and only
 // then reports appliedEpoch T.
-import { createHash } from 'node:crypto';
 import { NODE_LABEL, nodeTunnelName } from '../api/v1alpha1/groupversion.js';
 import { parseNodeTunnel } from '../api/v1alpha1/nodetunnel.types.js';
 import { parseOverlayNetwork } from '../api/v1alpha1/overlaynetwork.types.js';
 import { desiredDevice } from '../lib/contract/device.js';
 import { IDENTITY_NAME } from '../lib/contract/identity.js';
-import { encodeKey, fingerprint, type RandomBytes } from '../lib/keys.js';
+import { encodeKey, fingerprint } from '../lib/keys.js';
 import { coreResources, describeError, type ResourceRef } from '../lib/kube.js';
 import { newLogger, type Logger } from '../lib/log.js';
 import { realClock, type Clock } from '../lib/runtime/clock.js';
@@ -29,10 +28,9 @@ import { Informer } from '../lib/runtime/informer.js';
 import { WorkQueue, type HandlerResult } from '../lib/runtime/queue.js';
 import type { RawObject } from '../lib/runtime/rest.js';
 import type { BoxKeyPair } from '../lib/seal.js';
-import { validateInterfaceName, type DeviceState, type WireGuardDevice } from './device/device.js';
+import type { DeviceState } from './device/device.js';
 import { AgentOverlayStatusSchema, epochView } from './epoch.js';
 import { KeyMaterial } from './keymaterial.js';
-import type { AgentApi } from './kube.js';
 import { KeyStore } from './keystore.js';
 import { LivenessLease } from './liveness.js';
 import { wipe, type OverlayRuntime, type OverlayWatch, type Pass } from './pass.js';
@@ -40,48 +38,14 @@ import { peerTunnels, planPeers } from './peerplan.js';
 import { nodeTunnelResource, overlayInformers, overlayOf, samePeerView } from './watch.js';
 
 export { peerTunnelView } from './watch.js';
-import { pingProber, sysUnderlayMtu, type Prober, type UnderlayMtu } from './probe.js';
-import type { Firewall } from './firewall/firewall.js';
+import { pingProber, sysUnderlayMtu } from './probe.js';
 import { EpochFloor } from './epochfloor.js';
 import { Guard } from './guard.js';
 import { DeviceProgram } from './program.js';
 import { deviceReady, StatusReport } from './report.js';
 
-export type DeviceFactory = (name: string, overlay: string) => WireGuardDevice;
-
-export interface AgentOptions {
-  /** This node's name (the Node object's). */
-  node: string;
-  /** The operator's namespace: sealed key Secrets, the identity ConfigMap and the agents' Leases live there. */
-  namespace: string;
-  /** Where the envelope key and (Node custody) WireGuard private keys are kept; created 0700. */
-  stateDir: string;
-  api: AgentApi;
-  deviceFactory: DeviceFactory;
-  /** The fail-closed rules (agent/firewall); absent: none (unit tests that do not look at them). */
-  firewall?: Firewall;
-  /** Sends a packet through the tunnel to trigger a handshake (default: one ping). */
-  prober?: Prober;
-  /** MTU of the underlay interface that holds an address (default: read from /sys). */
-  underlayMtu?: UnderlayMtu;
-  clock?: Clock;
-  logger?: Logger;
-  random?: RandomBytes;
-  /** Interface names are `<prefix>-<6 hex>`; at most 8 characters (default `sm`). */
-  interfacePrefix?: string;
-  /** How often every peer is measured (default 5 s). */
-  probeIntervalMs?: number;
-  /** Liveness Lease renewal (default 10 s) and duration (default 40 s). */
-  leaseRenewIntervalMs?: number;
-  leaseDurationSeconds?: number;
-  /** Passed to every informer (tests shorten these). */
-  informer?: { stallTimeoutMs?: number; backoffBaseMs?: number; backoffMaxMs?: number };
-}
-
-/** `<prefix>-<first 6 hex of sha256(overlay)>`: stable across restarts, unique enough per node, ≤ 15 chars. */
-export function interfaceName(prefix: string, overlay: string): string {
-  return validateInterfaceName(`${prefix}-${createHash('sha256').update(overlay).digest('hex').slice(0, 6)}`);
-}
+import { interfaceName, type AgentOptions } from './options.js';
+export { interfaceName, type AgentOptions, type DeviceFactory } from './options.js';
 
 export class Agent {
   readonly node: string;
@@ -111,8 +75,15 @@ export class Agent {
   }
   /** Reconcile passes finished so far, successful or not (tests and metrics). */
   passes = 0;
-  /** The caches synced and passes run: what /readyz reports (main.ts). */
+  /** The caches synced and passes run. */
   running = false;
+  /** What /readyz reports (main.ts): running, and every overlay of this node has its device programmed. */
+  get ready(): boolean {
+    const mine = this.mine
+      .list()
+      .filter((t) => !(t.metadata as { deletionTimestamp?: string }).deletionTimestamp);
+    return this.running && mine.every((t) => this.runtimes.get(overlayOf(t) ?? '')?.epoch !== undefined);
+  }
 
   constructor(opts: AgentOptions) {
     this.o = opts;
@@ -121,8 +92,9 @@ export class Agent {
     this.log = (opts.logger ?? newLogger('agent')).child({ node: opts.node });
     this.keys = new KeyStore(opts.stateDir, opts.random);
     this.program = new DeviceProgram(opts.prober ?? pingProber, opts.underlayMtu ?? sysUnderlayMtu);
-    this.guard = new Guard(opts.firewall);
-    this.report = new StatusReport(opts.api, () => this.envelopePublicKey(), this.log);
+    this.guard = new Guard(opts.firewall, opts.metrics);
+    const drops = { now: () => this.clock.now(), intervalMs: opts.dropsReportIntervalMs };
+    this.report = new StatusReport(opts.api, () => this.envelopePublicKey(), this.log, drops);
     this.floor = new EpochFloor(this.keys, this.report);
     this.prefix = opts.interfacePrefix ?? 'sm';
     if (this.prefix.length > 8)
@@ -381,7 +353,7 @@ export class Agent {
     const { run, own, next, staged } = await this.material.forPass(p);
     if ('reason' in own) {
       // no keys yet, but the rules already: this node's traffic to members must not leave in the clear
-      await this.guard.before(p, peerTunnels(p), await rt.device.read());
+      await this.guard.before(p, peerTunnels(p), await rt.device.read(), true);
       await this.report.publish(rt, p.mine, this.report.notApplied(rt, p.mine, now, own.reason, own.message));
       return view.cutoverAt;
     }
@@ -474,6 +446,7 @@ export class Agent {
     if (await this.report.publish(rt, p.mine, status)) {
       log.info({ peers: status.peersSummary, epoch: run, stagedEpoch: status.stagedEpoch }, 'status updated');
     }
+    this.o.metrics?.peers(p.overlay, state, (k) => rt.peers.get(k)?.node, [...plan.evals.values()]);
     return view.cutoverAt;
   }
 
@@ -491,7 +464,7 @@ export class Agent {
     await rt.device.delete();
     await this.keys.removeOverlay(overlay);
     // only now that the device (and with it every peer) is gone
-    await this.guard.leave(rt.device.name);
+    await this.guard.leave(rt.device.name, overlay);
     wipe(rt.opened);
     this.runtimes.delete(overlay);
     this.log.info({ overlay, interface: rt.device.name }, 'left overlay; interface deleted');

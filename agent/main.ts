@@ -2,7 +2,7 @@
 // variables. SIGTERM/SIGINT stop the watches but leave every WireGuard interface up, so traffic keeps
 // flowing while the agent restarts.
 import { parseArgs } from 'node:util';
-import { Registry } from 'prom-client';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { loadKubeConfig } from '../lib/kube.js';
 import { RuntimeServer } from '../lib/runtime/server.js';
 import { newLogger } from '../lib/log.js';
@@ -10,22 +10,33 @@ import { parseDuration } from '../api/v1alpha1/validation.js';
 import { Agent } from './agent.js';
 import { WgCliDevice } from './device/wgcli.js';
 import { NftFirewall } from './firewall/nft.js';
+import { AgentMetrics } from './metrics.js';
 import { KubeAgentApi } from './kube.js';
 import { uninstall } from './uninstall.js';
 
 /** The agent's /healthz and /readyz port on the node's loopback (hostNetwork: it shares the node's ports). */
 const DEFAULT_HEALTH_PORT = 9466;
+/**
+ * /metrics for Prometheus on every address of the node. Beside the health port, and clear of what common node
+ * agents listen on (node-exporter 9100, wireguard_exporter 9586, Calico 9091, Cilium 9962-9965, kube-proxy
+ * 10249, kubelet 10250).
+ */
+const DEFAULT_METRICS_PORT = 9467;
 
 const USAGE = `usage: agent [--node NAME] [--state-dir DIR] [--namespace NS] [--interface-prefix P] [--probe-interval 5s]
              [--health-port ${DEFAULT_HEALTH_PORT}] [--health-host 127.0.0.1]
+             [--metrics-port ${DEFAULT_METRICS_PORT}] [--metrics-host 0.0.0.0]
        agent --uninstall [--interface-prefix P]
   --node              this node's name (env NODE_NAME)
   --state-dir         where keys are kept (env SEALMESH_STATE_DIR, default /var/lib/sealmesh)
   --namespace         the key namespace: sealed key Secrets, the operator's public key, liveness Leases (env SEALMESH_NAMESPACE, default sealmesh-keys)
   --interface-prefix  interface names are <prefix>-<6 hex> (default sm)
   --probe-interval    how often peers are measured (default 5s)
-  --health-port       serve /healthz (alive) and /readyz (caches synced, passes running) on this port (0: off)
+  --health-port       serve /healthz (alive) and /readyz (caches synced, every overlay's device programmed) on
+                      this port (0: off)
   --health-host       address to serve them on (default 127.0.0.1: the kubelet probes the node's loopback)
+  --metrics-port      serve /metrics (and /healthz, /readyz) for Prometheus on this port (0: off)
+  --metrics-host      address to serve them on (default 0.0.0.0: Prometheus scrapes the node's address)
   --uninstall         remove sealmesh's fail-closed rules (nft table inet sealmesh), its ip rule and routes and
                       its WireGuard interfaces from this node, then exit (no API access needed)
 The kubeconfig comes from $KUBECONFIG, else the in-cluster service account.`;
@@ -40,6 +51,8 @@ async function main(): Promise<void> {
       'probe-interval': { type: 'string' },
       'health-port': { type: 'string' },
       'health-host': { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'metrics-host': { type: 'string' },
       uninstall: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -58,9 +71,18 @@ async function main(): Promise<void> {
   const probeSeconds = parseDuration(probeInterval);
   if (!probeSeconds) throw new Error(`--probe-interval ${probeInterval} is not a duration such as 5s`);
 
-  const healthPort = Number(values['health-port'] ?? DEFAULT_HEALTH_PORT);
-  if (!Number.isInteger(healthPort) || healthPort < 0 || healthPort > 65535)
-    throw new Error(`--health-port ${values['health-port']} is not a port number (0 turns it off)`);
+  const port = (flag: 'health-port' | 'metrics-port', fallback: number): number => {
+    const n = Number(values[flag] ?? fallback);
+    if (!Number.isInteger(n) || n < 0 || n > 65535)
+      throw new Error(`--${flag} ${values[flag]} is not a port number (0 turns it off)`);
+    return n;
+  };
+  const healthPort = port('health-port', DEFAULT_HEALTH_PORT);
+  const metricsPort = port('metrics-port', DEFAULT_METRICS_PORT);
+  if (metricsPort !== 0 && metricsPort === healthPort)
+    throw new Error(`--metrics-port and --health-port are both ${healthPort}: give them different ports`);
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'sealmesh_agent_' });
 
   const log = newLogger('agent');
   const agent = new Agent({
@@ -72,28 +94,30 @@ async function main(): Promise<void> {
     api: new KubeAgentApi(loadKubeConfig()),
     deviceFactory: (name) => new WgCliDevice(name),
     firewall: new NftFirewall(),
+    metrics: new AgentMetrics(registry),
     logger: log,
   });
 
-  const health =
-    healthPort === 0
-      ? undefined
-      : new RuntimeServer({
-          host: values['health-host'] ?? '127.0.0.1',
-          port: healthPort,
-          registry: new Registry(),
-          logger: log,
-        });
-  health?.addHealthCheck('event-loop', () => true);
-  health?.addReadyCheck('agent-running', () => agent.running);
-  await health?.start();
+  // Two listeners of the same checks and metrics: the probes stay on loopback, so a host firewall or policy
+  // that limits the metrics port to Prometheus can never fail them.
+  const servers = [
+    { port: healthPort, host: values['health-host'] ?? '127.0.0.1' },
+    { port: metricsPort, host: values['metrics-host'] ?? '0.0.0.0' },
+  ]
+    .filter((s) => s.port !== 0)
+    .map((s) => new RuntimeServer({ ...s, registry, logger: log }));
+  for (const server of servers) {
+    server.addHealthCheck('event-loop', () => true);
+    server.addReadyCheck('agent-ready', () => agent.ready);
+    await server.start();
+  }
 
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
-    Promise.all([agent.stop(), health?.close()]).then(
+    Promise.all([agent.stop(), ...servers.map((s) => s.close())]).then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'error while stopping');

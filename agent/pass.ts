@@ -8,6 +8,7 @@ import type { Logger } from '../lib/log.js';
 import type { Informer } from '../lib/runtime/informer.js';
 import type { RawObject } from '../lib/runtime/rest.js';
 import type { WireGuardDevice } from './device/device.js';
+import type { DropCounter } from './drops.js';
 import type { EpochView } from './epoch.js';
 import type { StallTrack } from './stall.js';
 import type { DataPlane } from './guard.js';
@@ -59,6 +60,11 @@ export interface OverlayRuntime {
   epoch?: number;
   /** the highest epoch this node ran for the overlay (with its UID), as kept in the state dir */
   floor?: { uid: string; epoch: number } | null;
+  /** the fail-closed rules' counts by peer (drops.ts), and the peer node of each set element */
+  drops?: DropCounter;
+  dropOwners?: Map<string, string>;
+  /** when a status write last carried changed drop counts (report.ts) */
+  dropsWrittenAt?: number;
 }
 
 export type OwnKey = { privateKey: Uint8Array; publicKey: string };

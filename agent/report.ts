@@ -1,11 +1,14 @@
 // The status report of one agent pass: what this node's NodeTunnel status says after a pass that programmed
 // the device (applied) or could not (notApplied), and the one write of it, only when it changed (STYLE 7).
-import type { NodeTunnelStatus, PeerStatus } from '../api/v1alpha1/nodetunnel.types.js';
+// Every write carries the overlay's drop counts as they are (status.drops, drops.ts); counts that changed
+// cause a write of their own only once the last one that carried a change is an interval old (dropsDue).
+import type { NodeTunnelStatus, PeerStatus, TunnelDrops } from '../api/v1alpha1/nodetunnel.types.js';
 import { fingerprint } from '../lib/keys.js';
 import { describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { deepEqual, formatTime, setCondition, type ConditionInput } from '../lib/runtime/conditions.js';
 import type { RawObject } from '../lib/runtime/rest.js';
+import { DEFAULT_DROPS_REPORT_INTERVAL_MS, dropsDue, dropsStatus } from './drops.js';
 import type { AgentApi } from './kube.js';
 import type { OverlayRuntime, Pass, PeerEval } from './pass.js';
 
@@ -44,6 +47,7 @@ export class StatusReport {
     private readonly api: Pick<AgentApi, 'patchNodeTunnelStatus'>,
     private readonly envelopePublicKey: () => string | undefined,
     private readonly log: Logger,
+    private readonly drops: { now: () => number; intervalMs?: number | undefined } = { now: Date.now },
   ) {}
 
   /** Status after a pass that programmed the device. */
@@ -185,14 +189,22 @@ export class StatusReport {
   }
 
   /** Writes `status` to this node's NodeTunnel if it differs from what is stored. Returns whether it wrote. */
-  async publish(rt: OverlayRuntime, mine: RawObject, status: Record<string, unknown>): Promise<boolean> {
+  async publish(rt: OverlayRuntime, mine: RawObject, report: Record<string, unknown>): Promise<boolean> {
     const base = this.baseStatus(rt, mine) as Record<string, unknown>;
-    if (deepEqual(comparable(base), comparable(status))) return false;
+    const storedDrops = base.drops as TunnelDrops | undefined;
+    // not read yet in this process (a pass that failed early after a restart): the stored counts stand
+    const drops = rt.drops ? dropsStatus(rt.drops.totals) : storedDrops;
+    const status: Record<string, unknown> = { ...report, drops };
+    const now = this.drops.now();
+    const interval = this.drops.intervalMs ?? DEFAULT_DROPS_REPORT_INTERVAL_MS;
+    const due = dropsDue(storedDrops, drops, rt.dropsWrittenAt, now, interval);
+    if (deepEqual(comparable(base, due), comparable(status, due))) return false;
     const patch: Record<string, unknown> = { ...status };
     for (const k of Object.keys(base)) if (status[k] === undefined) patch[k] = null;
     const name = mine.metadata?.name ?? '';
     const stored = await this.api.patchNodeTunnelStatus(name, patch);
     this.writes++;
+    if (!deepEqual(storedDrops ?? null, drops ?? null)) rt.dropsWrittenAt = now;
     rt.written = {
       uid: (mine.metadata as { uid?: string } | undefined)?.uid,
       rv: stored.metadata?.resourceVersion,
@@ -202,11 +214,18 @@ export class StatusReport {
   }
 }
 
-/** Status as compared for "did it change": the handshake time alone moves every two minutes and is no change. */
-function comparable(status: Record<string, unknown>): unknown {
+/**
+ * Status as compared for "did it change": the handshake time alone moves every two minutes and is no change;
+ * drop counts are one only when `drops` (dropsDue).
+ */
+function comparable(status: Record<string, unknown>, drops: boolean): unknown {
+  const { drops: counts, ...rest } = status;
   const peers = status.peers as PeerStatus[] | undefined;
-  if (!peers) return status;
-  return { ...status, peers: peers.map(({ lastHandshakeTime: _ignored, ...rest }) => rest) };
+  return {
+    ...rest,
+    ...(drops ? { drops: counts ?? null } : {}),
+    ...(peers ? { peers: peers.map(({ lastHandshakeTime: _ignored, ...p }) => p) } : {}),
+  };
 }
 
 /** True when resourceVersion `a` is newer than `b` (etcd revisions; opaque ones compare as "different"). */

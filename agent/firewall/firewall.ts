@@ -12,13 +12,26 @@ export interface OverlayRules {
   /** the overlay's WireGuard interface: the only way in or out for protected prefixes */
   device: string;
   mode: DataPlaneMode;
-  /** disjoint CIDRs (agent/firewall/prefixes.ts) */
+  /**
+   * The set's elements: disjoint CIDRs, not merged (agent/firewall/prefixes.ts, protectedElements), so that
+   * each member's prefixes keep counters of their own and a drop can be told apart by peer.
+   */
   prefixes: string[];
+}
+
+export interface Counter {
+  packets: number;
+  bytes: number;
 }
 
 export interface OverlayRulesState extends OverlayRules {
   /** packets the overlay's rules matched (dropped in FailClosed, counted in Monitor) */
-  matched: { packets: number; bytes: number };
+  matched: Counter;
+  /**
+   * The same per set element (CIDR): packets to (or plaintext from) that prefix the rules matched. An element
+   * counts from when it was added; one that changed starts again from zero.
+   */
+  elements: Map<string, Counter>;
 }
 
 export interface Firewall {

@@ -43,6 +43,72 @@ export function protectedPrefixes(input: ProtectedInput): string[] {
   return out;
 }
 
+/** Who an element of the set is for: a member node, or none (the rest of the declared ranges). */
+export interface ProtectedElement {
+  prefix: string;
+  node?: string;
+}
+
+export interface AttributedInput {
+  /** other members' prefixes by node (tunnel address as a host, allowed IPs) */
+  members: ReadonlyArray<{ node: string; prefixes: readonly string[] }>;
+  declared: readonly string[];
+  /** allowed IPs of the peers on the device now, with their node when known */
+  onDevice: ReadonlyArray<{ node?: string | undefined; prefixes: readonly string[] }>;
+  own: readonly string[];
+  nonMembers: readonly string[];
+}
+
+/**
+ * The set's elements: what protectedPrefixes covers, cut so that every member's prefixes are elements of
+ * their own (not merged with a neighbour or swallowed by a declared range), each counting for its node. The
+ * rest (declared ranges, peers on the device of unknown node) is covered by elements for no node. A prefix
+ * two members claim goes to the first by name. Disjoint, sorted as protectedPrefixes sorts.
+ */
+export function protectedElements(input: AttributedInput): ProtectedElement[] {
+  const covered = protectedPrefixes({
+    members: input.members.flatMap((m) => m.prefixes),
+    declared: input.declared,
+    onDevice: input.onDevice.flatMap((d) => d.prefixes),
+    own: input.own,
+    nonMembers: input.nonMembers,
+  }).map(toInterval);
+  const owners = new Map<string, string[]>();
+  for (const m of [...input.members, ...input.onDevice.filter((d) => d.node !== undefined)])
+    owners.set(m.node!, [...(owners.get(m.node!) ?? []), ...m.prefixes]);
+  const out: Array<{ i: Interval; node?: string }> = [];
+  for (const family of [4, 6] as const) {
+    let rest = covered.filter((i) => i.family === family);
+    for (const node of [...owners.keys()].sort()) {
+      const mine = union(
+        owners
+          .get(node)!
+          .map(toInterval)
+          .filter((i) => i.family === family),
+      );
+      // what of the node's prefixes is still to be covered: rest ∩ mine = rest − (rest − mine)
+      const taken = subtract(rest, subtract(rest, mine));
+      for (const i of taken) out.push({ i, node });
+      rest = subtract(rest, taken);
+    }
+    for (const i of rest) out.push({ i });
+  }
+  out.sort((a, b) => a.i.family - b.i.family || (a.i.lo < b.i.lo ? -1 : a.i.lo > b.i.lo ? 1 : 0));
+  return out.flatMap(({ i, node }) => toCidrs(i).map((prefix) => (node ? { prefix, node } : { prefix })));
+}
+
+/** Each prefix normalized (host bits cleared, a bare address a host), sorted; an error if two overlap. */
+export function disjointCidrs(list: readonly string[]): string[] {
+  const all = list.map(toInterval);
+  const sorted = [...all].sort((a, b) => a.family - b.family || (a.lo < b.lo ? -1 : a.lo > b.lo ? 1 : 0));
+  for (let k = 1; k < sorted.length; k++) {
+    const [a, b] = [sorted[k - 1]!, sorted[k]!];
+    if (a.family === b.family && b.lo <= a.hi)
+      throw new Error(`set elements overlap: ${toCidrs(a).join(',')} and ${toCidrs(b).join(',')}`);
+  }
+  return sorted.flatMap(toCidrs);
+}
+
 /** What changes from `have` to `want` (both lists of CIDRs), in words for the log. */
 export function prefixDiff(
   have: readonly string[],

@@ -35,6 +35,10 @@ export class FakeFirewall implements Firewall {
       ...rules,
       prefixes: [...rules.prefixes],
       matched: before?.matched ?? { packets: 0, bytes: 0 },
+      // an element that stays keeps its counter (as nft.ts keeps it); a new one counts from zero
+      elements: new Map(
+        rules.prefixes.map((p) => [p, before?.elements.get(p) ?? { packets: 0, bytes: 0 }] as const),
+      ),
     });
     return Promise.resolve(same ? [] : [`rules of ${rules.device} set`]);
   }
@@ -51,6 +55,17 @@ export class FakeFirewall implements Firewall {
     this.calls.push({ method: 'read' });
     this.check();
     return Promise.resolve(this.table && new Map(this.table));
+  }
+
+  /** Packets to `prefix` (an element of the overlay's set) matched by the rules of `device`. */
+  count(device: string, prefix: string, packets: number, bytes = packets * 84): void {
+    const state = this.table?.get(device);
+    const c = state?.elements.get(prefix);
+    if (!state || !c) throw new Error(`no element ${prefix} in the set of ${device}`);
+    c.packets += packets;
+    c.bytes += bytes;
+    state.matched.packets += packets;
+    state.matched.bytes += bytes;
   }
 
   uninstall(): Promise<void> {

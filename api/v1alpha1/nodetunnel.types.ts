@@ -116,6 +116,46 @@ export const PeerStatusSchema = z
 
 export type PeerStatus = z.infer<typeof PeerStatusSchema>;
 
+const count = (description: string) => z.int().min(0).describe(description);
+
+export const DropCountSchema = z
+  .object({
+    packets: count('Packets.'),
+    bytes: count('Bytes.'),
+  })
+  .describe('Packets and bytes the fail-closed rules matched.');
+
+export const PeerDropsSchema = z
+  .object({
+    node: dnsSubdomain(
+      'Name of the peer node whose tunnel address or pod CIDRs the packets were for or from.',
+    ),
+    packets: count('Packets.'),
+    bytes: count('Bytes.'),
+  })
+  .describe('Would-be plaintext to or from one peer.');
+
+export type PeerDrops = z.infer<typeof PeerDropsSchema>;
+
+export const TunnelDropsSchema = z
+  .object({
+    peers: listMap(PeerDropsSchema, ['node'], 4096)
+      .optional()
+      .describe('Per peer node, only peers with a count above zero.'),
+    unattributed: DropCountSchema.optional().describe(
+      'Packets to or from the rest of the declared protected ranges (no member node owns the address).',
+    ),
+  })
+  .describe(
+    'Would-be plaintext on this node: packets to a protected prefix that were about to leave by another ' +
+      'interface than the overlay device, and plaintext packets from one arriving on another interface. ' +
+      'Dropped in FailClosed mode, only counted in Monitor mode. Counts since the agent started (taken over ' +
+      'from the kernel: they survive an agent restart); written with the next status report, and at most ' +
+      'once per interval (default 30 s) on their own.',
+  );
+
+export type TunnelDrops = z.infer<typeof TunnelDropsSchema>;
+
 const KEY_NOTE = ' Public key only; private keys never leave the node unsealed.';
 
 export const NodeTunnelStatusSchema = z
@@ -154,6 +194,7 @@ export const NodeTunnelStatusSchema = z
       .max(32)
       .optional()
       .describe('Encrypted peers over all peers, e.g. 3/3 (the PEERS column).'),
+    drops: TunnelDropsSchema.optional(),
     conditions: conditions(
       'Ready and Encrypted; OperatorKeyTrusted=False while the operator publishes a sealing key other than the one this node pinned on first use.',
     ).optional(),

@@ -29,6 +29,7 @@ import { applyConflicts, ConflictEvents, otherOverlays } from './overlaynetwork.
 import { finalize } from './overlaynetwork.finalize.js';
 import { KeySecrets } from './overlaynetwork.keysecrets.js';
 import { AgentLiveness } from './overlaynetwork.liveness.js';
+import { DropTracker } from './overlaynetwork.drops.js';
 import { PairTracker } from './overlaynetwork.pairs.js';
 import { Rotation, scheduleOf } from './overlaynetwork.rotation.js';
 import { FINALIZER, newScope, type OverlayControllerDeps, type Scope } from './overlaynetwork.scope.js';
@@ -51,6 +52,7 @@ export class OverlayNetworkController {
   private readonly rotation: Rotation;
   private readonly tunnels: Tunnels;
   private readonly pairs: PairTracker;
+  private readonly drops: DropTracker;
   private readonly status: StatusWriter;
   private readonly conflictEvents = new ConflictEvents();
   private readonly liveness: AgentLiveness;
@@ -64,6 +66,7 @@ export class OverlayNetworkController {
     this.tunnels = new Tunnels(deps, this.peerRows);
     this.pairs = new PairTracker(this.peerRows);
     this.liveness = new AgentLiveness(deps);
+    this.drops = new DropTracker(deps.dropEpisodeMs);
   }
 
   /**
@@ -118,6 +121,7 @@ export class OverlayNetworkController {
     const raw = this.deps.overlays.get(name);
     if (!raw) {
       this.pairs.forget(name);
+      this.drops.forget(name);
       this.status.forget(name);
       this.keySecrets.forget(name);
       this.conflictEvents.forget(name);
@@ -248,6 +252,7 @@ export class OverlayNetworkController {
     await this.tunnels.sync(scope, desired.tunnels, existing, publicKeys);
     const unreachable = this.liveness.judge(scope, desired.tunnels.keys(), existing);
     const pairs = await this.pairs.track(scope, desired, rows, new Set(unreachable.map((u) => u.node)));
+    const drops = this.drops.track(scope, new Set(desired.tunnels.keys()), [...existing.values()]);
 
     const conditions = overlayConditions(
       scope.overlay.status?.conditions ?? [],
@@ -261,6 +266,7 @@ export class OverlayNetworkController {
         conflicts: conflicts.problems,
         unreachable,
         pairs,
+        drops,
       },
       scope.now,
     );

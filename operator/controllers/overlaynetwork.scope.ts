@@ -39,6 +39,8 @@ export interface OverlayControllerDeps {
   leaseName?: (node: string) => string;
   writer: OperatorWriter;
   timings?: Partial<RotationTimings> | undefined;
+  /** how long a pair counts as dropping plaintext after its drop count last rose (default 90 s; plan/drops.ts) */
+  dropEpisodeMs?: number | undefined;
   /** least time between two status writes that change only pair counts (default 2 s) */
   statusIntervalMs?: number | undefined;
   rotationMetrics?: RotationMetrics | undefined;

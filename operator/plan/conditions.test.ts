@@ -5,6 +5,7 @@ import {
   nodeUnusable,
   overlayConditions,
   pairsDegraded,
+  plaintextDropped,
   poolExhausted,
   readyCondition,
   rotatingCondition,
@@ -104,6 +105,20 @@ describe('checks', () => {
       'RotationAborted',
       'rotation to epoch 2 aborted (attempt 2): stage timeout; retry at t9',
     ],
+    [
+      'plaintextDropped',
+      plaintextDropped,
+      facts({ drops: { mode: 'FailClosed', pairs: ['a/b', 'b/c'] } }),
+      'PlaintextDropped',
+      'plaintext dropped by the fail-closed rules between a/b, b/c',
+    ],
+    [
+      'plaintextDropped in Monitor mode',
+      plaintextDropped,
+      facts({ drops: { mode: 'Monitor', pairs: ['a/b'] } }),
+      'PlaintextSent',
+      'plaintext sent and counted (Monitor mode) between a/b',
+    ],
   ])('%s hits', (_name, check, f, reason, message) => {
     expect(check(f)).toEqual({ reason, message });
     expect(check(facts())).toBeUndefined();
@@ -133,6 +148,27 @@ describe('Degraded and Ready', () => {
       'True/RotationAborted',
       'True/AllPairsEncrypted',
       'rotation to epoch 2 aborted (attempt 2): stage timeout; retry at t9',
+    ],
+    [
+      'pairs dropping plaintext degrade but keep Ready (no pair is worse off); no drops, no hit',
+      { drops: { mode: 'FailClosed', pairs: ['a/b'] } },
+      'True/PlaintextDropped',
+      'True/AllPairsEncrypted',
+      'plaintext dropped by the fail-closed rules between a/b',
+    ],
+    [
+      'drops come after the other problems',
+      { rotation: backoff, drops: { mode: 'FailClosed', pairs: ['a/b'] } },
+      'True/RotationAborted',
+      'True/AllPairsEncrypted',
+      'rotation to epoch 2 aborted (attempt 2): stage timeout; retry at t9; plaintext dropped by the fail-closed rules between a/b',
+    ],
+    [
+      'no pair dropping',
+      { drops: { mode: 'FailClosed', pairs: [] } },
+      'False/AsExpected',
+      'True/AllPairsEncrypted',
+      'no problems',
     ],
   ])('%s', (_name, f, degraded, ready, message) => {
     const d = degradedCondition(facts(f));

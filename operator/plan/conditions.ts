@@ -8,6 +8,7 @@ import {
   type ConditionInput,
 } from '../../lib/runtime/conditions.js';
 import type { OverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
+import { dropMessage, dropReason } from './drops.js';
 import { listNames, unusableNames } from './events.js';
 import type { RotationStatus } from './rotation.js';
 
@@ -26,6 +27,8 @@ export interface ConditionFacts {
   /** agents that reported and stopped renewing their Lease (plan/liveness.ts) */
   unreachable?: ReadonlyArray<{ node: string; renewed: string | undefined }>;
   pairs: { total: number; encrypted: number; degraded: number; unknown?: number };
+  /** pairs whose plaintext the agents' fail-closed rules matched lately (plan/drops.ts), and the mode */
+  drops?: { mode: 'FailClosed' | 'Monitor'; pairs: string[] } | undefined;
 }
 
 export interface Problem {
@@ -79,6 +82,11 @@ export const rotationAborted: Check = (f) =>
       }
     : undefined;
 
+export const plaintextDropped: Check = (f) =>
+  f.drops && f.drops.pairs.length > 0
+    ? { reason: dropReason(f.drops.mode), message: dropMessage(f.drops.mode, f.drops.pairs) }
+    : undefined;
+
 /** The checks that make Ready False, in order; the first names the reason. */
 export const READY_CHECKS: readonly Check[] = [
   conflicting,
@@ -87,8 +95,11 @@ export const READY_CHECKS: readonly Check[] = [
   agentsUnreachable,
   pairsDegraded,
 ];
-/** The checks that make Degraded True, in order: Degraded's reason is the first hit, its message all hits. */
-export const DEGRADED_CHECKS: readonly Check[] = [...READY_CHECKS, rotationAborted];
+/**
+ * The checks that make Degraded True, in order: Degraded's reason is the first hit, its message all hits.
+ * Drops do not make Ready False: the pairs that matter carry on encrypted, and a join drops a little.
+ */
+export const DEGRADED_CHECKS: readonly Check[] = [...READY_CHECKS, rotationAborted, plaintextDropped];
 
 export function evaluate(checks: readonly Check[], facts: ConditionFacts): Problem[] {
   return checks.map((check) => check(facts)).filter((p): p is Problem => p !== undefined);

@@ -9,10 +9,10 @@
 //
 // Two address layouts, because the set's size depends on them:
 //   contiguous  as IPAM hands out tunnel addresses and a CNI pod CIDRs; the declared range is the cluster's
-//               pod range and covers every pod CIDR, so the set collapses to a handful of intervals;
+//               pod range and covers every pod CIDR (each member's prefixes stay elements of their own, so
+//               drops count per peer: about two elements a member, plus the declared rest);
 //   scattered   every other tunnel address and every other /24, and a declared range that covers none of
-//               them: nothing merges and the set holds about two elements a member, the worst case for a
-//               sync that flushes and re-adds the set.
+//               them: about two elements a member. A sync deletes and adds only the elements that differ.
 // Needs root (ip netns, nft). Prints figures; the exit code is non-zero only when the bench itself failed.
 //
 //   BENCH_FW_MEMBERS=1000  BENCH_FW_JOINS=15

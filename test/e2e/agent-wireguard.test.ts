@@ -3,6 +3,8 @@
 // real ping inside the node. The test plays the operator (hand-made OverlayNetwork, NodeTunnels, sealed PSK).
 // Proves: the pair reaches Encrypted from real handshakes, the device read back holds the sealed PSK, routes
 // to the peer's pod CIDR go through the tunnel, and a restarted agent adopts the device without touching it.
+// The agents run the real fail-closed rules (nft inside the node): traffic to the peer's pod address before
+// the pair has its PSK is dropped and counted for that peer, in the NodeTunnel status and on /metrics.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +23,9 @@ import {
 import { Agent } from '../../agent/agent.js';
 import { WgCliDevice } from '../../agent/device/wgcli.js';
 import { KubeAgentApi } from '../../agent/kube.js';
+import { NftFirewall } from '../../agent/firewall/nft.js';
+import { AgentMetrics, METRIC_NAMES } from '../../agent/metrics.js';
+import { Registry } from 'prom-client';
 import { decodeKey, fingerprint } from '../../lib/keys.js';
 import {
   KEY_SECRET_TYPE,
@@ -47,6 +52,9 @@ const namespace = uniqueName('agent-e2e');
 const overlay = uniqueName('ovl');
 const operator = newBoxKeyPair();
 const agents = new Map<string, Agent>();
+/** each node's agent metrics (kept across the agent's restart, as a process keeps its registry) */
+const registries = new Map<string, Registry>();
+const agentMetrics = new Map<string, AgentMetrics>();
 let lab: Lab | undefined;
 let nodes: [LabNode, LabNode];
 let stateRoot = '';
@@ -74,7 +82,13 @@ async function ifindex(node: string, iface: string): Promise<number> {
 
 function newAgent(node: LabNode): Agent {
   const run = lab!.runner(node.name);
+  if (!registries.has(node.name)) {
+    registries.set(node.name, new Registry());
+    agentMetrics.set(node.name, new AgentMetrics(registries.get(node.name)!));
+  }
   const agent = new Agent({
+    firewall: new NftFirewall({ run }),
+    metrics: agentMetrics.get(node.name),
     node: node.name,
     namespace,
     stateDir: join(stateRoot, node.name),
@@ -149,6 +163,22 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
       }),
     ),
   );
+
+  // No PSK yet, so no peer and no route through the tunnel: node 0's pings to node 1's stand-in pod would
+  // leave by the underlay in the clear. The rules drop them, counted for node 1 (the pod CIDR's element).
+  const standIn = nodes[1].podCIDR.replace(/0\/24$/, '1');
+  const blocked = await lab!.exec(nodes[0].name, ['ping', '-c', '5', '-i', '0.2', '-W', '1', standIn]);
+  expect(blocked.stdout).toContain(' 0 received');
+  const drops = await until(`${nodes[0].name} reports drops for ${nodes[1].name}`, async () => {
+    const s = await tunnelStatus(nodes[0].name);
+    return s.drops?.peers?.find((p) => p.node === nodes[1].name && p.packets >= 5);
+  });
+  const series = `${METRIC_NAMES.droppedPackets}{overlay="${overlay}",peer="${nodes[1].name}"}`;
+  const scraped = (await registries.get(nodes[0].name)!.metrics())
+    .split('\n')
+    .find((l) => l.startsWith(series));
+  console.log(`drops before the PSK: status ${JSON.stringify(drops)}; /metrics ${scraped}`);
+  expect(Number(scraped?.split(' ').pop())).toBeGreaterThanOrEqual(5);
 
   const psk = newPresharedKey();
   const [a, b] = pairKey(nodes[0].name, nodes[1].name);
@@ -244,6 +274,8 @@ test('two agents bring up an encrypted WireGuard pair with the sealed PSK, and a
   expect(after?.peers[0]?.latestHandshake?.getTime()).toBe(handshakeBefore);
   expect(restarted.statusWrites).toBe(writesBefore);
   expect((await tunnelStatus(nodes[0].name)).peersSummary).toBe('1/1');
+  // the rules were adopted with their counts: the restarted agent takes them over (same drops, no write above)
+  expect((await tunnelStatus(nodes[0].name)).drops?.peers?.[0]?.packets).toBeGreaterThanOrEqual(5);
 }, 180_000);
 
 // Continues from the test above (agents running, pair encrypted at epoch 1). The test plays the operator's

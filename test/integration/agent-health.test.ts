@@ -1,5 +1,6 @@
 // The agent process as the DaemonSet runs it (agent/main.ts), against the real API server: /healthz answers
-// at once, /readyz once its caches synced and passes run (what the pod's probes ask), and SIGTERM exits 0.
+// at once, /readyz once its caches synced and passes run (what the pod's probes ask), /metrics on the metrics
+// port with every agent metric's name, and SIGTERM exits 0.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -9,6 +10,7 @@ import { jest } from '@jest/globals';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { kubeConfig, kubeconfigPath, repoRoot, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
+import { METRIC_NAMES } from '../../agent/metrics.js';
 
 jest.setTimeout(90_000);
 
@@ -46,8 +48,9 @@ afterAll(async () => {
   rmSync(stateDir, { recursive: true, force: true });
 });
 
-test('/healthz answers, /readyz turns ready once the agent runs, SIGTERM exits 0', async () => {
+test('/healthz answers, /readyz turns ready once the agent runs, /metrics names every agent metric, SIGTERM exits 0', async () => {
   const port = await freePort();
+  const metricsPort = await freePort();
   const child = spawn(
     process.execPath,
     [
@@ -62,6 +65,10 @@ test('/healthz answers, /readyz turns ready once the agent runs, SIGTERM exits 0
       ns,
       '--health-port',
       String(port),
+      '--metrics-port',
+      String(metricsPort),
+      '--metrics-host',
+      '127.0.0.1',
     ],
     { cwd: repoRoot, env: { ...process.env, KUBECONFIG: kubeconfigPath }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -81,9 +88,18 @@ test('/healthz answers, /readyz turns ready once the agent runs, SIGTERM exits 0
     await wait('/healthz', 200);
     await wait('/readyz', 200);
     expect(out).toContain('agent running');
+    // the metrics port serves the same checks, and the metrics
+    expect(await status(metricsPort, '/readyz')).toBe(200);
+    expect(await status(port, '/metrics')).toBe(200);
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    for (const name of Object.values(METRIC_NAMES)) expect(metrics).toContain(`# TYPE ${name} `);
+    expect(metrics).toContain('# TYPE sealmesh_wireguard_sent_bytes_total counter');
+    expect(metrics).toContain('# TYPE sealmesh_wireguard_latest_handshake_seconds gauge');
+    expect(metrics).toContain('sealmesh_agent_process_cpu_seconds_total');
     child.kill('SIGTERM');
     await expect(exited).resolves.toBe(0);
-    expect(await status(port, '/healthz')).toBeUndefined(); // the server went with the process
+    expect(await status(port, '/healthz')).toBeUndefined(); // the servers went with the process
+    expect(await status(metricsPort, '/metrics')).toBeUndefined();
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }

@@ -19,6 +19,10 @@ import {
 } from '../../api/v1alpha1/groupversion.js';
 import { Agent } from '../../agent/agent.js';
 import { FakeWireGuardDevice } from '../../agent/testing/device.js';
+import { FakeFirewall } from '../../agent/testing/firewall.js';
+import { AgentMetrics, METRIC_NAMES } from '../../agent/metrics.js';
+import { RuntimeServer } from '../../lib/runtime/server.js';
+import { Registry } from 'prom-client';
 import { KubeAgentApi } from '../../agent/kube.js';
 import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { decodeKey, fingerprint } from '../../lib/keys.js';
@@ -42,6 +46,9 @@ const operator = newBoxKeyPair();
 const logs: string[] = [];
 const devices = new Map<string, FakeWireGuardDevice>();
 const agents: Agent[] = [];
+const firewalls: FakeFirewall[] = [];
+const registries: Registry[] = [];
+let server: RuntimeServer | undefined;
 let stateRoot = '';
 
 beforeAll(async () => {
@@ -64,6 +71,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(agents.map((a) => a.stop()));
+  await server?.close();
   if (process.env.AGENT_TEST_LOG_FILE) {
     const { writeFile } = await import('node:fs/promises');
     await writeFile(process.env.AGENT_TEST_LOG_FILE, logs.join(''));
@@ -101,7 +109,11 @@ test('two agents publish their keys, peer with each other with one PSK and repor
   for (const node of nodes) {
     const device = new FakeWireGuardDevice('sm-it');
     devices.set(node, device);
+    firewalls.push(new FakeFirewall());
+    registries.push(new Registry());
     const agent = new Agent({
+      firewall: firewalls.at(-1),
+      metrics: new AgentMetrics(registries.at(-1)!),
       node,
       namespace,
       stateDir: join(stateRoot, node),
@@ -236,4 +248,28 @@ test('two agents publish their keys, peer with each other with one PSK and repor
   expect(everything).not.toContain(Buffer.from(psk).toString('base64'));
   expect(everything).not.toContain(Buffer.from(psk).toString('hex'));
   expect(everything).toContain(fingerprint(psk));
+
+  // 8. plaintext the first node's rules stopped on its way to the second node's address: in the first node's
+  // status (the CRD takes the field) and on /metrics, named by node, with the peer metrics beside
+  server = new RuntimeServer({ host: '127.0.0.1', port: 0, registry: registries[0]! });
+  const port = await server.start();
+  firewalls[0]!.count('sm-it', '10.98.0.2/32', 4);
+  const s = await until('drops in status', async () => {
+    const st = await tunnelStatus(overlay, nodes[0]);
+    return st.drops ? st : undefined;
+  });
+  expect(s.drops).toEqual({ peers: [{ node: nodes[1], packets: 4, bytes: 336 }] });
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  for (const name of Object.values(METRIC_NAMES)) expect(text).toContain(`# TYPE ${name} `);
+  const series = (name: string) => `${name}{overlay="${overlay}",peer="${nodes[1]}"}`;
+  expect(text).toContain(`${series(METRIC_NAMES.droppedPackets)} 4\n`);
+  expect(text).toContain(`${series(METRIC_NAMES.droppedBytes)} 336\n`);
+  expect(text).toContain(`${series(METRIC_NAMES.sent)} `);
+  expect(text).toContain(`${series(METRIC_NAMES.received)} `);
+  const handshake = Number(text.split(`${series(METRIC_NAMES.handshake)} `)[1]?.split('\n')[0]);
+  expect(Math.abs(handshake - Date.now() / 1000)).toBeLessThan(60);
+  expect(text).toContain(
+    `${METRIC_NAMES.state}{overlay="${overlay}",peer="${nodes[1]}",state="Encrypted"} 1\n`,
+  );
+  for (const d of devices.values()) expect(text).not.toContain(d.publicKey!);
 }, 90_000);

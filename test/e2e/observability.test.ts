@@ -1,6 +1,9 @@
-// What platform teams watch, proven in the lab (issue #16, "Done when"): a peer whose inbound traffic is dropped
-// on one side only (a broken receive path, as in cilium#46687) is reported Stalled by that side within the
-// window, the pair's Event names it and the remedy tried, and it is Encrypted again once traffic comes back.
+// What platform teams watch, proven in the lab (issue #16, "Done when"): each agent's /metrics (scraped inside
+// its node, as Prometheus would on the node's address) shows its peers with handshake times and byte counters
+// that move while probes run; a joining node's /readyz says ready only once its device is programmed; a peer
+// whose inbound traffic is dropped on one side only (a broken receive path, as in cilium#46687) is reported
+// Stalled by that side within the window, the pair's Event names it and the remedy tried, and it is Encrypted
+// again once traffic comes back.
 // Real operator, real agents, real WireGuard. The scenarios build on each other and run in order.
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import {
@@ -12,6 +15,7 @@ import {
   VERSION,
   nodeTunnelName,
 } from '../../api/v1alpha1/groupversion.js';
+import { METRIC_NAMES } from '../../agent/metrics.js';
 import { STALL_WINDOW_MS } from '../../agent/stall.js';
 import { uniqueName } from '../support/cluster.js';
 import { Deployment } from '../support/deploy.js';
@@ -70,10 +74,107 @@ afterAll(async () => {
   if (errors.length) throw new Error(errors.join('\n'));
 }, 120_000);
 
+/** GET http://127.0.0.1:<port><path> inside the node (Node's fetch, run in its namespaces): status and body. */
+async function get(node: string, port: number, path: string): Promise<{ status: number; body: string }> {
+  const script =
+    `fetch('http://127.0.0.1:${port}${path}').then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })),` +
+    ` () => console.log(JSON.stringify({ status: 0, body: '' })))`;
+  const r = await deployment!.lab.exec(node, [process.execPath, '-e', script], { timeoutMs: 15_000 });
+  return JSON.parse(r.stdout.trim() || '{"status":0,"body":""}') as { status: number; body: string };
+}
+
+/** The samples of `metric` for `peer` in a Prometheus text exposition. */
+function sample(body: string, metric: string, peer: string): number | undefined {
+  const line = body
+    .split('\n')
+    .find(
+      (l) => l.startsWith(`${metric}{`) && l.includes(`overlay="${overlay}"`) && l.includes(`peer="${peer}"`),
+    );
+  return line === undefined ? undefined : Number(line.split(' ').pop());
+}
+
+const METRICS_PORT = 9467;
+const HEALTH_PORT = 9466;
+
 test(
-  "a: inbound WireGuard traffic from one peer dropped on one node only, while that node keeps sending: it reports the peer Stalled within the window, the pair's Event says so and names the remedy, and the pair is Encrypted again once the drop goes",
+  "metrics: each agent's /metrics shows every peer with a recent handshake time and byte counters that move while probes run",
   () =>
-    scenario('a', async () => {
+    scenario('metrics', async () => {
+      const d = deployment!;
+      const before = new Map<string, string>();
+      for (const n of members) before.set(n, (await get(n, METRICS_PORT, '/metrics')).body);
+      const pings = members.map((n, i) =>
+        startPing(
+          d.lab,
+          n,
+          `10.244.${d.lab.node(members[(i + 1) % members.length]!).index}.1`,
+          'b0b0b0b0',
+          100,
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 12_000)); // more than the agents' 5 s probe interval, twice
+      for (const p of pings) await p.stop();
+      for (const n of members) {
+        const after = (await get(n, METRICS_PORT, '/metrics')).body;
+        for (const peer of members.filter((m) => m !== n)) {
+          const hs = sample(after, METRIC_NAMES.handshake, peer);
+          const sent = [before.get(n)!, after].map((b) => sample(b, METRIC_NAMES.sent, peer));
+          const received = [before.get(n)!, after].map((b) => sample(b, METRIC_NAMES.received, peer));
+          const encrypted = after
+            .split('\n')
+            .find(
+              (l) =>
+                l.startsWith(`${METRIC_NAMES.state}{`) &&
+                l.includes(`peer="${peer}"`) &&
+                l.includes('state="Encrypted"'),
+            );
+          report(
+            `metrics: ${n} -> ${peer}: handshake ${hs}, sent ${sent.join(' -> ')}, received ${received.join(' -> ')}`,
+          );
+          expect(hs).toBeGreaterThan(Date.now() / 1000 - 180);
+          expect(sent[1]).toBeGreaterThan(sent[0]!);
+          expect(received[1]).toBeGreaterThan(received[0]!);
+          expect(encrypted?.endsWith(' 1')).toBe(true);
+        }
+        expect(after).not.toMatch(/public_key|private|preshared/i);
+      }
+    }),
+  60_000,
+);
+
+test(
+  "readiness: a joining node's /readyz says ready only once its WireGuard device is programmed",
+  () =>
+    scenario('readiness', async () => {
+      const d = deployment!;
+      const added = await d.lab.addNode({ [MEMBER_LABEL]: overlay });
+      const seen: number[] = [];
+      let device = '';
+      await until(
+        `${added.name} ready`,
+        async () => {
+          const r = await get(added.name, HEALTH_PORT, '/readyz');
+          if (seen[seen.length - 1] !== r.status) seen.push(r.status);
+          if (r.status !== 200) return false;
+          device = (await d.lab.exec(added.name, ['wg', 'show', 'interfaces'])).stdout.trim();
+          return true;
+        },
+        ENCRYPTED_MS,
+        100,
+      );
+      report(`readiness: ${added.name} /readyz went ${seen.join(' -> ')}; devices when ready: ${device}`);
+      expect(seen).toContain(503);
+      expect(device).toMatch(/^sm-/);
+      members = [...members, added.name];
+      await allEncrypted();
+    }),
+  ENCRYPTED_MS + 60_000,
+);
+
+test(
+  "stall: inbound WireGuard traffic from one peer dropped on one node only, while that node keeps sending: it reports the peer Stalled within the window, the pair's Event says so and names the remedy, and the pair is Encrypted again once the drop goes",
+  () =>
+    scenario('stall', async () => {
       const d = deployment!;
       const [n1, n2] = members as [string, string];
       const spec = (
@@ -115,7 +216,7 @@ test(
         );
         const after = Date.now() - t0;
         report(
-          `a: ${n2} reports ${n1} Stalled ${(after / 1000).toFixed(1)} s after the drop: ${stalled.message}`,
+          `stall: ${n2} reports ${n1} Stalled ${(after / 1000).toFixed(1)} s after the drop: ${stalled.message}`,
         );
         expect(stalled.message).toMatch(
           /^nothing received from the peer for 45s while sending to it; the peer was re-created once at /,
@@ -136,7 +237,7 @@ test(
           30_000,
           500,
         );
-        report(`a: ${event.message}`);
+        report(`stall: ${event.message}`);
         expect(event.message).toContain(
           `${n2} receives nothing from ${n1} while sending (Stalled; ${n2} re-created the peer once)`,
         );

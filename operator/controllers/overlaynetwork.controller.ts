@@ -118,6 +118,7 @@ export class OverlayNetworkController {
     const raw = this.deps.overlays.get(name);
     if (!raw) {
       this.pairs.forget(name);
+      this.deps.rotationMetrics?.forget(name);
       this.status.forget(name);
       this.keySecrets.forget(name);
       this.conflictEvents.forget(name);
@@ -137,7 +138,10 @@ export class OverlayNetworkController {
           { tunnels: this.tunnels, keySecrets: this.keySecrets },
           raw,
           log,
-          () => this.pairs.forget(name),
+          () => {
+            this.pairs.forget(name);
+            this.deps.rotationMetrics?.forget(name);
+          },
         );
       }
       const parsed = parseOverlayNetwork(raw);
@@ -266,7 +270,8 @@ export class OverlayNetworkController {
     );
     // After the rotation phase: a rotation it completed moved the last rotation times.
     const schedule = scheduleOf(scope);
-    this.deps.rotationMetrics?.keyTimes(name, schedule.lastKeys, schedule.lastPsk);
+    this.deps.rotationMetrics?.keyTimes(name, schedule);
+    this.deps.rotationMetrics?.pairs(name, pairs);
     const nonMembers = nonMemberPodCIDRs(nodes, {
       nodeSelector: spec.nodeSelector,
       declared: spec.dataPlane.protectedRanges ?? [],

@@ -10,6 +10,8 @@
 #
 # Both are idempotent and clean up after a crashed run. SEALMESH_LOCAL_DIR (default <repo>/.local) moves
 # everything, control plane included, elsewhere; SEALMESH_KEEP_CLUSTER=1 makes `down` keep the control plane.
+# SEALMESH_INSTALL=helm installs the namespaces, CRDs, RBAC and admission policies with the Helm chart
+# (charts/sealmesh, release sealmesh; helm built once by hack/tools/build.sh) instead of applying config/.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"

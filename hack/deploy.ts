@@ -2,6 +2,7 @@
 // too), so the demo and the tests deploy sealmesh the same way. Admin access from $KUBECONFIG.
 //
 //   tsx hack/deploy.ts install DIR                         namespaces, CRDs, RBAC, admission; DIR/*.kubeconfig
+//                                                          (SEALMESH_INSTALL=helm: from the Helm chart)
 //   tsx hack/deploy.ts start-operator DIR [--build]        the operator in its own session; DIR/operator.{log,pid}
 //   tsx hack/deploy.ts agent-cmd DIR STATE_ROOT [--build]  print the command lab.sh runs in every node
 //   tsx hack/deploy.ts wait OVERLAY NODES SECONDS          until every pair of NODES (comma-separated) is encrypted
@@ -15,6 +16,7 @@ import {
   WaitError,
   agentCommand,
   applyBase,
+  installChart,
   describeProgress,
   startOperatorProcess,
   waitAllEncrypted,
@@ -39,11 +41,15 @@ async function main(argv: string[]): Promise<number> {
     case 'install': {
       const [dir] = args;
       if (!dir) break;
-      await applyBase(adminKubeconfig());
+      const helm = process.env.SEALMESH_INSTALL === 'helm';
+      if (helm) await installChart(adminKubeconfig());
+      else await applyBase(adminKubeconfig());
       const kc = loadKubeConfig();
       await writeServiceAccountKubeconfig(kc, OPERATOR_SERVICE_ACCOUNT, resolve(dir, 'operator.kubeconfig'));
       writeAgentKubeconfigTemplate(kc, resolve(dir, 'agent.kubeconfig'));
-      say(`namespaces, CRDs, RBAC and admission policies applied; kubeconfigs in ${dir}`);
+      say(
+        `namespaces, CRDs, RBAC and admission policies ${helm ? 'installed with helm (release sealmesh)' : 'applied'}; kubeconfigs in ${dir}`,
+      );
       return 0;
     }
     case 'start-operator': {

@@ -1,9 +1,16 @@
 // The operator's own Prometheus metrics, next to the runtime's (lib/runtime/metrics.ts): writes by kind, key
-// rotation durations and key ages, and the longest event-loop block since the last scrape.
+// rotation durations, outcomes and key ages, pairs by state, and the longest event-loop block since the last
+// scrape. config/prometheus/ alerts and charts on them (config/prometheus/prometheus.test.ts checks the names).
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { RotationMetrics } from './controllers/overlaynetwork.controller.js';
+import type { PairCounts } from './controllers/overlaynetwork.pairs.js';
+import type { KeyTimes } from './controllers/overlaynetwork.scope.js';
 import type { WriteCounter } from './writer.js';
+
+const ROTATION_SCOPES = ['Keys', 'PresharedKeys'] as const;
+const ROTATION_OUTCOMES = ['completed', 'incomplete', 'aborted'] as const;
+type RotationOutcome = (typeof ROTATION_OUTCOMES)[number];
 
 export interface OperatorMetrics {
   /** counts every write the API server accepted, and passes it on to `also` */
@@ -40,7 +47,7 @@ export function operatorMetrics(registry: Registry, also?: WriteCounter): Operat
       loopDelay.reset();
     },
   });
-  const lastRotation = new Map<string, { keys: number; psk: number }>();
+  const keyTimes = new Map<string, KeyTimes>();
   new Gauge({
     name: 'sealmesh_key_age_seconds',
     help: 'Age of the keys in use, per overlay: kind=private (WireGuard private keys) or preshared.',
@@ -49,12 +56,69 @@ export function operatorMetrics(registry: Registry, also?: WriteCounter): Operat
     collect() {
       this.reset();
       const now = Date.now();
-      for (const [overlay, t] of lastRotation) {
-        this.set({ overlay, kind: 'private' }, (now - t.keys) / 1000);
-        this.set({ overlay, kind: 'preshared' }, (now - t.psk) / 1000);
+      for (const [overlay, t] of keyTimes) {
+        this.set({ overlay, kind: 'private' }, (now - t.lastKeys.getTime()) / 1000);
+        this.set({ overlay, kind: 'preshared' }, (now - t.lastPsk.getTime()) / 1000);
       }
     },
   });
+  // Timestamps, Prometheus style: `time() - x` is the age, and alerts compare them without the operator's clock.
+  new Gauge({
+    name: 'sealmesh_last_rotation_timestamp_seconds',
+    help: 'Unix time the keys in use were made, per overlay: the last completed rotation of that kind (private: Keys rotations; preshared: either kind), or the overlay creation.',
+    labelNames: ['overlay', 'kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [overlay, t] of keyTimes) {
+        this.set({ overlay, kind: 'private' }, t.lastKeys.getTime() / 1000);
+        this.set({ overlay, kind: 'preshared' }, t.lastPsk.getTime() / 1000);
+      }
+    },
+  });
+  new Gauge({
+    name: 'sealmesh_next_rotation_timestamp_seconds',
+    help: 'Unix time the schedule (spec.keys.rotation) wants the next rotation, per overlay and kind; absent without a schedule. In the past: the keys are older than the schedule allows.',
+    labelNames: ['overlay', 'kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [overlay, t] of keyTimes) {
+        if (t.nextRotationTime) this.set({ overlay, kind: 'private' }, t.nextRotationTime.getTime() / 1000);
+        if (t.nextPresharedKeyRotationTime)
+          this.set({ overlay, kind: 'preshared' }, t.nextPresharedKeyRotationTime.getTime() / 1000);
+      }
+    },
+  });
+  const pairCounts = new Map<string, PairCounts>();
+  new Gauge({
+    name: 'sealmesh_pairs',
+    help: 'Node pairs per overlay and state (Encrypted, Pending, Degraded, Unknown: an agent out of touch), as the last pass judged them from both sides of each pair.',
+    labelNames: ['overlay', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [overlay, c] of pairCounts) {
+        this.set({ overlay, state: 'Encrypted' }, c.encrypted);
+        this.set({ overlay, state: 'Pending' }, c.total - c.encrypted - c.degraded - c.unknown);
+        this.set({ overlay, state: 'Degraded' }, c.degraded);
+        this.set({ overlay, state: 'Unknown' }, c.unknown);
+      }
+    },
+  });
+  const rotations = new Counter({
+    name: 'sealmesh_rotations_total',
+    help: 'Key rotations per overlay, scope (Keys, PresharedKeys) and outcome: completed (every pair at the new epoch), incomplete (completed with pairs left behind), aborted (an attempt that gave up; it is retried).',
+    labelNames: ['overlay', 'scope', 'outcome'],
+    registers: [registry],
+  });
+  // Every series of an overlay starts at 0, so `increase()` sees its first abort.
+  const rotationSeries = (overlay: string) =>
+    ROTATION_SCOPES.flatMap((scope) => ROTATION_OUTCOMES.map((outcome) => ({ overlay, scope, outcome })));
+  const rotate = (overlay: string, scope: string, outcome: RotationOutcome) => {
+    if (!pairCounts.has(overlay)) for (const l of rotationSeries(overlay)) rotations.inc(l, 0);
+    rotations.inc({ overlay, scope, outcome });
+  };
   return {
     counter: {
       count(kind) {
@@ -63,9 +127,22 @@ export function operatorMetrics(registry: Registry, also?: WriteCounter): Operat
       },
     },
     rotationMetrics: {
-      completed: (overlay, scope, seconds) => rotationSeconds.observe({ overlay, scope }, seconds),
-      keyTimes: (overlay, keys, psk) =>
-        lastRotation.set(overlay, { keys: keys.getTime(), psk: psk.getTime() }),
+      completed(overlay, scope, seconds, incompletePairs) {
+        rotationSeconds.observe({ overlay, scope }, seconds);
+        rotate(overlay, scope, incompletePairs > 0 ? 'incomplete' : 'completed');
+      },
+      aborted: (overlay, scope) => rotate(overlay, scope, 'aborted'),
+      keyTimes: (overlay, times) => keyTimes.set(overlay, times),
+      pairs(overlay, counts) {
+        if (!pairCounts.has(overlay)) for (const l of rotationSeries(overlay)) rotations.inc(l, 0);
+        pairCounts.set(overlay, { ...counts });
+      },
+      forget(overlay) {
+        keyTimes.delete(overlay);
+        pairCounts.delete(overlay);
+        for (const l of rotationSeries(overlay)) rotations.remove(l);
+        for (const scope of ROTATION_SCOPES) rotationSeconds.remove({ overlay, scope });
+      },
     },
     stop: () => loopDelay.disable(),
   };

@@ -63,6 +63,43 @@ export async function applyBase(adminKubeconfig: string): Promise<void> {
   await kubectl(adminKubeconfig, ['apply', '--server-side', '--force-conflicts', '-k', 'config/rbac']);
 }
 
+/**
+ * What applyBase applies, from the Helm chart (charts/sealmesh) instead: a release `sealmesh` in
+ * sealmesh-system with the operator and the agents turned off (they run as processes here, and this control
+ * plane has no kubelet to run pods). --take-ownership adopts what an earlier applyBase left.
+ */
+export async function installChart(adminKubeconfig: string): Promise<void> {
+  const helm = execFileSync('bash', [resolve(repoRoot, 'hack/tools/build.sh'), 'helm'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }).trim();
+  const args = [
+    ...['upgrade', '--install', 'sealmesh', 'charts/sealmesh', '--kubeconfig', adminKubeconfig],
+    ...[
+      '--namespace',
+      SYSTEM_NAMESPACE,
+      '--create-namespace',
+      '--take-ownership',
+      '--wait',
+      '--timeout',
+      '2m',
+    ],
+    ...['--set', 'operator.enabled=false', '--set', 'agent.enabled=false'],
+  ];
+  await new Promise<void>((ok, fail) => {
+    execFile(helm, args, { cwd: repoRoot, timeout: 180_000, killSignal: 'SIGKILL' }, (err, _out, stderr) =>
+      err ? fail(new Error(`helm ${args.join(' ')} failed: ${stderr.trim() || err.message}`)) : ok(),
+    );
+  });
+  await kubectl(adminKubeconfig, [
+    'wait',
+    '--for=condition=Established',
+    '--timeout=60s',
+    `crd/${OVERLAY_NETWORK_PLURAL}.${GROUP}`,
+    `crd/${NODE_TUNNEL_PLURAL}.${GROUP}`,
+  ]);
+}
+
 /** A Node a token is bound to: the token carries its name as the node-name claim and dies with it. */
 export interface BoundNode {
   name: string;

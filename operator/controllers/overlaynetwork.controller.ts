@@ -122,6 +122,7 @@ export class OverlayNetworkController {
     if (!raw) {
       this.pairs.forget(name);
       this.drops.forget(name);
+      this.deps.rotationMetrics?.forget(name);
       this.status.forget(name);
       this.keySecrets.forget(name);
       this.conflictEvents.forget(name);
@@ -141,7 +142,10 @@ export class OverlayNetworkController {
           { tunnels: this.tunnels, keySecrets: this.keySecrets },
           raw,
           log,
-          () => this.pairs.forget(name),
+          () => {
+            this.pairs.forget(name);
+            this.deps.rotationMetrics?.forget(name);
+          },
         );
       }
       const parsed = parseOverlayNetwork(raw);
@@ -272,7 +276,8 @@ export class OverlayNetworkController {
     );
     // After the rotation phase: a rotation it completed moved the last rotation times.
     const schedule = scheduleOf(scope);
-    this.deps.rotationMetrics?.keyTimes(name, schedule.lastKeys, schedule.lastPsk);
+    this.deps.rotationMetrics?.keyTimes(name, schedule);
+    this.deps.rotationMetrics?.pairs(name, pairs);
     const nonMembers = nonMemberPodCIDRs(nodes, {
       nodeSelector: spec.nodeSelector,
       declared: spec.dataPlane.protectedRanges ?? [],

@@ -145,6 +145,7 @@ export class Rotation {
         scope.rotation = step.rotation;
         scope.deferred = { ...scope.deferred, rotation: step.rotation };
         scope.events.push(rotationAborted(step.rotation, scope.epoch, step.reason));
+        this.deps.rotationMetrics?.aborted(scope.name, step.rotation.scope);
         log.warn({ epoch: step.rotation.targetEpoch, reason: step.reason }, 'rotation aborted');
         requeueWithin(
           scope,
@@ -164,7 +165,7 @@ export class Rotation {
         scope.events.push(rotationCompleted(step.epoch, step.scope, seconds));
         if (step.incomplete > 0)
           scope.events.push(rotationIncomplete(step.incomplete, step.epoch, notAtTarget));
-        this.deps.rotationMetrics?.completed(scope.name, step.scope, seconds);
+        this.deps.rotationMetrics?.completed(scope.name, step.scope, seconds, step.incomplete);
         log.info({ epoch: step.epoch, scope: step.scope, seconds }, 'rotation completed');
         return step;
       }

@@ -56,10 +56,30 @@ export interface KeySecretReader {
 }
 
 export interface RotationMetrics {
-  /** a rotation completed: its scope and how long it took from first stage to completion */
-  completed(overlay: string, scope: string, seconds: number): void;
-  /** when the overlay's private keys (and PSKs) were last renewed, for key-age gauges */
-  keyTimes(overlay: string, lastRotation: Date, lastPresharedKeyRotation: Date): void;
+  /**
+   * a rotation completed: its scope, how long it took from first stage to completion, and how many pairs
+   * were not encrypted at the new epoch when it completed (0: outcome completed, more: incomplete)
+   */
+  completed(overlay: string, scope: string, seconds: number, incompletePairs: number): void;
+  /** a rotation attempt aborted (it is retried after a backoff) */
+  aborted(overlay: string, scope: string): void;
+  /** the schedule's view of the overlay's keys, for key-age and next-rotation gauges */
+  keyTimes(overlay: string, times: KeyTimes): void;
+  /** the pair counts of the pass, for the pairs-by-state gauge */
+  pairs(
+    overlay: string,
+    counts: { total: number; encrypted: number; degraded: number; unknown: number },
+  ): void;
+  /** the overlay is gone: drop its series */
+  forget(overlay: string): void;
+}
+
+/** When the overlay's private keys (and PSKs) were last renewed, and when they are next due, if scheduled. */
+export interface KeyTimes {
+  lastKeys: Date;
+  lastPsk: Date;
+  nextRotationTime?: Date | undefined;
+  nextPresharedKeyRotationTime?: Date | undefined;
 }
 
 export type OverlayStatus = NonNullable<OverlayNetwork['status']>;

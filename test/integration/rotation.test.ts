@@ -70,10 +70,19 @@ async function startOperator(): Promise<Operator> {
     writeCounter,
     resyncPeriodMs: 0,
     rotationTimings: timings,
+    server: { host: '127.0.0.1', port: 0 },
   });
   await op.start();
   operators.push(op);
   return op;
+}
+
+/** One series' value from the leader's /metrics, as Prometheus scrapes it. */
+async function scraped(series: string): Promise<number | undefined> {
+  const leader = operators.find((o) => o.manager.leader?.isLeader());
+  const res = await fetch(`http://127.0.0.1:${leader?.manager.server?.port()}/metrics`);
+  const line = (await res.text()).split('\n').find((l) => l.startsWith(series + ' '));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 type Status = {
@@ -288,6 +297,15 @@ test('a manual rotation stages, cuts over when every agent acknowledged, verifie
   // The same annotation value does not rotate again.
   await new Promise((r) => setTimeout(r, 1500));
   expect((await status(name)).epoch).toBe(2);
+  // The operator's /metrics: one completed Keys rotation, none aborted, every pair encrypted, the key time moved.
+  const series = (m: string, labels: string) => scraped(`${m}{overlay="${name}",${labels}}`);
+  expect(await series('sealmesh_rotations_total', 'scope="Keys",outcome="completed"')).toBe(1);
+  expect(await series('sealmesh_rotations_total', 'scope="Keys",outcome="aborted"')).toBe(0);
+  expect(await series('sealmesh_pairs', 'state="Encrypted"')).toBe(3);
+  expect(await series('sealmesh_pairs', 'state="Degraded"')).toBe(0);
+  expect(await series('sealmesh_last_rotation_timestamp_seconds', 'kind="private"')).toBe(
+    Date.parse(done.lastRotationTime!) / 1000,
+  );
 });
 
 test('missing acknowledgements abort with the old epoch kept and a reason; an expired agent is not waited for', async () => {
@@ -331,6 +349,15 @@ test('missing acknowledgements abort with the old epoch kept and a reason; an ex
   });
   // c did not take part: its pairs are not encrypted at the new epoch until it converges.
   expect(done.encryptedSummary).toBe('1/3');
+  // The operator's /metrics count the abort, then a completion (c's pairs do not count: its agent is not live),
+  // and the pairs c left behind.
+  const series = (m: string, labels: string) => scraped(`${m}{overlay="${name}",${labels}}`);
+  expect(await series('sealmesh_rotations_total', 'scope="Keys",outcome="aborted"')).toBeGreaterThanOrEqual(
+    1,
+  );
+  expect(await series('sealmesh_rotations_total', 'scope="Keys",outcome="completed"')).toBe(1);
+  expect(await series('sealmesh_rotations_total', 'scope="Keys",outcome="incomplete"')).toBe(0);
+  expect(await series('sealmesh_pairs', 'state="Encrypted"')).toBe(1);
 });
 
 test('an operator restarted while staging resumes the rotation from the API', async () => {
@@ -342,6 +369,10 @@ test('an operator restarted while staging resumes the rotation from the API', as
   });
   expect(staging).toMatchObject({ targetEpoch: 2, attempt: 1 });
   expect(staging.startTime).toBeDefined();
+  // the pass that started it has ended (its Events are written last): stopping now loses nothing of it
+  await until('RotationStarted event', async () =>
+    (await events(name)).some((e) => e.reason === 'RotationStarted'),
+  );
   for (const op of operators.splice(0)) await op.stop();
   for (const a of agents) await a.stage(2, generateKeyPair().publicKey);
   await startOperator();
@@ -389,6 +420,10 @@ test('two replicas: the leader stopped while staging, the standby (caches synced
     const r = (await status(name)).rotation;
     return r?.phase === 'Staging' ? r : undefined;
   });
+  // the pass that started it has ended (its Events are written last): stopping now loses nothing of it
+  await until('RotationStarted event', async () =>
+    (await events(name)).some((e) => e.reason === 'RotationStarted'),
+  );
   await leader!.stop();
   operators.splice(operators.indexOf(leader!), 1);
   for (const a of agents) await a.stage(2, generateKeyPair().publicKey);

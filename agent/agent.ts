@@ -42,7 +42,7 @@ import { pingProber, sysUnderlayMtu } from './probe.js';
 import { EpochFloor } from './epochfloor.js';
 import { Guard } from './guard.js';
 import { DeviceProgram } from './program.js';
-import { deviceReady, StatusReport } from './report.js';
+import { deviceFailure, deviceReady, StatusReport } from './report.js';
 
 import { interfaceName, type AgentOptions } from './options.js';
 export { interfaceName, type AgentOptions, type DeviceFactory } from './options.js';
@@ -414,7 +414,8 @@ export class Agent {
         keepSessions,
       });
     } catch (err) {
-      await this.report.publishFailure(rt, p.mine, now, 'DeviceError', describeError(err));
+      const failed = deviceFailure(describeError(err), desired.listenPort);
+      await this.report.publishFailure(rt, p.mine, now, failed.reason, failed.message);
       throw new Error(`failed to program ${device.name}: ${describeError(err)}`, { cause: err });
     }
     await this.guard.after(p, tunnels, state);

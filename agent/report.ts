@@ -234,3 +234,16 @@ function newerRv(a: string | undefined, b: string | undefined): boolean {
   if (a === undefined || b === undefined || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return true;
   return BigInt(a) > BigInt(b);
 }
+
+/**
+ * The NodeTunnel reason and message for a device that could not be programmed: a listen port another process
+ * holds is named as such (issue #18 scenario 5), so the overlay can say which node cannot join and why.
+ */
+export function deviceFailure(error: string, listenPort: number): { reason: string; message: string } {
+  return /address already in use/i.test(error)
+    ? {
+        reason: 'ListenPortInUse',
+        message: `UDP port ${listenPort} is taken by another process on this node (${error})`,
+      }
+    : { reason: 'DeviceError', message: error };
+}

@@ -11,6 +11,7 @@
 // watches or /healthz for long. The first failing phase ends the pass (no later phase runs).
 import type { KubernetesObject, V1Node } from '@kubernetes/client-node';
 import { OVERLAY_LABEL } from '../../api/v1alpha1/groupversion.js';
+import type { NodeTunnel } from '../../api/v1alpha1/nodetunnel.types.js';
 import { parseOverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
 import { TunnelPeerRows } from '../../lib/contract/pairs.js';
 import { describeError, isConflict } from '../../lib/kube.js';
@@ -269,6 +270,7 @@ export class OverlayNetworkController {
         exhausted: desired.exhausted,
         conflicts: conflicts.problems,
         unreachable,
+        portInUse: portInUse(desired.tunnels.keys(), existing),
         pairs,
         drops,
       },
@@ -315,4 +317,19 @@ export class OverlayNetworkController {
     // Timers beyond a day are left to the periodic resync.
     return Number.isFinite(requeue) ? { requeueAfterMs: Math.min(requeue, 86_400_000) } : undefined;
   }
+}
+
+/** Members whose agent reports its device unprogrammable because another process holds the listen port. */
+function portInUse(
+  nodes: Iterable<string>,
+  tunnels: Map<string, NodeTunnel>,
+): Array<{ node: string; port: number }> {
+  const out: Array<{ node: string; port: number }> = [];
+  for (const node of nodes) {
+    const t = tunnels.get(node);
+    const ready = t?.status?.conditions?.find((c) => c.type === 'Ready');
+    if (t && ready?.status === 'False' && ready.reason === 'ListenPortInUse')
+      out.push({ node, port: t.spec.listenPort });
+  }
+  return out;
 }

@@ -1,6 +1,8 @@
 import type { OverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
 import {
+  agentsUnreachable,
   countsOnly,
+  listenPortInUse,
   degradedCondition,
   nodeUnusable,
   overlayConditions,
@@ -90,6 +92,23 @@ describe('checks', () => {
       facts({ unusable: [{ node: 'b', reason: 'no IP' }] }),
       'NodeUnusable',
       'not peered: b (no IP)',
+    ],
+    [
+      'listenPortInUse',
+      listenPortInUse,
+      facts({ portInUse: [{ node: 'b', port: 51890 }] }),
+      'ListenPortInUse',
+      'UDP port 51890 taken by another process on b: its device cannot be programmed',
+    ],
+    [
+      'agentsUnreachable',
+      agentsUnreachable,
+      facts({
+        unreachable: [{ node: 'c', renewed: 't' }],
+        pairs: { total: 3, encrypted: 1, degraded: 0, unknown: 2 },
+      }),
+      'AgentUnreachable',
+      'agent(s) out of touch, Lease not renewed: c; 2 pair(s) Unknown',
     ],
     [
       'pairsDegraded',

@@ -24,6 +24,8 @@ export interface ConditionFacts {
   exhausted: string[];
   /** conflicts between members or with other overlays (plan/conflicts.ts), in the order found */
   conflicts?: ReadonlyArray<{ reason: string; message: string }>;
+  /** members whose agent cannot program the device: another process holds the listen port */
+  portInUse?: ReadonlyArray<{ node: string; port: number }>;
   /** agents that reported and stopped renewing their Lease (plan/liveness.ts) */
   unreachable?: ReadonlyArray<{ node: string; renewed: string | undefined }>;
   pairs: { total: number; encrypted: number; degraded: number; unknown?: number };
@@ -55,6 +57,16 @@ export const conflicting: Check = (f) =>
 export const nodeUnusable: Check = (f) =>
   f.unusable.length > 0
     ? { reason: 'NodeUnusable', message: `not peered: ${unusableNames(f.unusable)}` }
+    : undefined;
+
+export const listenPortInUse: Check = (f) =>
+  f.portInUse && f.portInUse.length > 0
+    ? {
+        reason: 'ListenPortInUse',
+        message: `UDP port ${[...new Set(f.portInUse.map((p) => p.port))].join(', ')} taken by another process on ${listNames(
+          f.portInUse.map((p) => p.node),
+        )}: its device cannot be programmed`,
+      }
     : undefined;
 
 export const agentsUnreachable: Check = (f) =>
@@ -92,6 +104,7 @@ export const READY_CHECKS: readonly Check[] = [
   conflicting,
   poolExhausted,
   nodeUnusable,
+  listenPortInUse,
   agentsUnreachable,
   pairsDegraded,
 ];

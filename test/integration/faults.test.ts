@@ -4,7 +4,8 @@
 //   AgentUnreachable naming it, and an Event says so; when it renews again, status is current again within
 //   seconds and another Event says it is back;
 // - scenario 3, a Node deleted while the operator is down: when an operator comes back, the node's NodeTunnel
-//   and key Secret go, an Event says so, and nothing of the other nodes is rewritten.
+//   and key Secret go, an Event says so, the other nodes' specs are not rewritten and every other pair keeps
+//   its key.
 import { Writable } from 'node:stream';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { jest } from '@jest/globals';
@@ -17,6 +18,7 @@ import {
   OVERLAY_NETWORK_PLURAL,
   VERSION,
 } from '../../api/v1alpha1/groupversion.js';
+import { decodeKeySecretData } from '../../lib/contract/keysecret.js';
 import { createOperator, type Operator } from '../../operator/app.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
@@ -192,7 +194,7 @@ test('an agent that stops renewing its Lease: its pairs read Unknown with AgentU
   }
 });
 
-test('a Node deleted while the operator is down: its NodeTunnel and key Secret go when an operator is back, with an Event, and nothing of the other nodes is rewritten', async () => {
+test("a Node deleted while the operator is down: its NodeTunnel and key Secret go when an operator is back, with an Event; the other nodes' specs are not rewritten and every other pair keeps its key", async () => {
   const tunnels = async () =>
     (
       (await custom.listClusterCustomObject({
@@ -220,17 +222,29 @@ test('a Node deleted while the operator is down: its NodeTunnel and key Secret g
   );
   const left = await until('a NodeLeft Event', async () => (await events('NodeLeft'))[0]);
   expect(left.message).toContain(nodeName(3));
-  // the others: the same specs (generation unchanged), their Secrets not rewritten
+  // the others: the same specs (generation unchanged)
   for (const t of after) {
     const was = before.find((b) => b.spec.nodeName === t.spec.nodeName);
     expect(t.metadata.generation).toBe(was?.metadata.generation);
     expect(t.spec).toEqual(was?.spec);
   }
-  const kept = new Map((await secrets()).map((s) => [s.metadata!.name!, s.metadata!.resourceVersion]));
-  for (const s of secretsBefore) {
-    if (s.metadata?.labels?.[NODE_LABEL] === nodeName(3)) continue;
-    expect(kept.get(s.metadata!.name!)).toBe(s.metadata!.resourceVersion);
-  }
+  // A Secret that held a pair with the departed node is rewritten without it (which node owns a pair depends
+  // on join order); every other pair keeps its key.
+  const pairKeys = (list: Awaited<ReturnType<typeof secrets>>) =>
+    new Map(
+      list.flatMap((s) => {
+        const d = decodeKeySecretData(s.data);
+        return d.ok ? d.payload.pairs.map((p) => [`${p.a}/${p.b}`, p.fingerprint] as const) : [];
+      }),
+    );
+  const was = pairKeys(secretsBefore);
+  const now = await until('the pairs without n3', async () => {
+    const m = pairKeys(await secrets());
+    return [...m.keys()].some((k) => k.split('/').includes(nodeName(3))) ? undefined : m;
+  });
+  expect([...was.keys()].filter((k) => !k.split('/').includes(nodeName(3))).length).toBe(1);
+  for (const [pair, fp] of was) if (!pair.split('/').includes(nodeName(3))) expect(now.get(pair)).toBe(fp);
+  expect(now.size).toBe(1);
   const o = await until('1/1', async () => {
     const x = await overlay();
     return x.status?.pairs?.total === 1 ? x : undefined;

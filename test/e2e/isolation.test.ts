@@ -251,18 +251,30 @@ test(
     scenario('c', async () => {
       const epoch = await epochOf();
       const secrets = await keySecretsAt(epoch);
-      const target = secrets
-        .map((s) => ({ s, d: decodeKeySecretData(s.data) }))
-        .find((x) => x.d.ok && x.d.payload.pairs.length >= 2);
-      if (!target?.d.ok) throw new Error(`no key Secret of epoch ${epoch} holds two pairs`);
-      const { payload } = target.d;
-      const owner = payload.node;
-      const [from, to] = payload.pairs as [(typeof payload.pairs)[0], (typeof payload.pairs)[0]];
+      // Two pairs that share an end (which Secret holds which pair depends on join order and its ties): that
+      // end's value of the first is copied over its value of the second, in the second pair's Secret.
+      const held = secrets.flatMap((s) => {
+        const d = decodeKeySecretData(s.data);
+        return d.ok ? d.payload.pairs.map((pair) => ({ s, payload: d.payload, pair })) : [];
+      });
+      let copy: { owner: string; from: (typeof held)[0]; to: (typeof held)[0] } | undefined;
+      for (const from of held)
+        for (const to of held) {
+          if (copy || from.pair === to.pair) continue;
+          const shared = [from.pair.a, from.pair.b].find(
+            (n) => [to.pair.a, to.pair.b].includes(n) && from.pair.sealed[n] && to.pair.sealed[n],
+          );
+          if (shared) copy = { owner: shared, from, to };
+        }
+      if (!copy) throw new Error(`no two pairs of epoch ${epoch} share an end`);
+      const { owner } = copy;
+      const from = copy.from.pair;
+      const to = copy.to.pair;
       to.sealed[owner] = from.sealed[owner]!; // a value that opens for `owner`, but was sealed for another pair
       await core.replaceNamespacedSecret({
         namespace: KEY_NAMESPACE,
-        name: target.s.metadata!.name!,
-        body: { ...target.s, data: encodeKeySecretData(payload) },
+        name: copy.to.s.metadata!.name!,
+        body: { ...copy.to.s, data: encodeKeySecretData(copy.to.payload) },
       });
       report(
         `c: ${owner}'s value of ${from.a}/${from.b} copied over its value of ${to.a}/${to.b} at epoch ${epoch}`,

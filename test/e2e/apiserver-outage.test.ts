@@ -25,12 +25,12 @@ import {
   core,
   custom,
   deleteAgentLeases,
+  everyAgentAt,
   kc,
   logTails,
   removeOverlay,
   scenarios,
   sleep,
-  tunnelStatus,
 } from '../support/env.js';
 import { describeMesh, probeMesh, type MeshMember, type MeshReport } from '../support/failclosed-scenario.js';
 import { until } from '../support/wait.js';
@@ -177,15 +177,7 @@ async function settled(
     });
   });
   const epoch = outcome === 'completed' ? target : target - 1;
-  await until(
-    `every agent at epoch ${epoch}`,
-    async () => {
-      for (const n of members) if ((await tunnelStatus(overlay, n)).appliedEpoch !== epoch) return false;
-      return true;
-    },
-    BACK_MS,
-    250,
-  );
+  await everyAgentAt(overlay, members, epoch, BACK_MS);
   await allEncrypted(BACK_MS);
   return { epoch, ms: Date.now() - backAt, outcome };
 }

@@ -37,6 +37,7 @@ import {
   core,
   custom,
   deleteAgentLeases,
+  everyAgentAt,
   kc,
   removeOverlay,
   scenarios,
@@ -81,15 +82,7 @@ const epochOf = async (): Promise<number> => (await overlayObject()).status?.epo
 
 /** Every member's agent runs `epoch` and every pair is encrypted. */
 async function everyPairAt(epoch: number): Promise<void> {
-  await until(
-    `every agent at epoch ${epoch}`,
-    async () => {
-      for (const n of members) if ((await tunnelStatus(overlay, n)).appliedEpoch !== epoch) return false;
-      return true;
-    },
-    ENCRYPTED_MS,
-    250,
-  );
+  await everyAgentAt(overlay, members, epoch, ENCRYPTED_MS);
   await allEncrypted();
 }
 

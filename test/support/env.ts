@@ -49,6 +49,24 @@ export async function tunnelStatus(overlay: string, node: string): Promise<NodeT
   return obj.status ?? {};
 }
 
+/** Waits until the agent of every node in `nodes` reports running `epoch` for the overlay. */
+export async function everyAgentAt(
+  overlay: string,
+  nodes: readonly string[],
+  epoch: number,
+  timeoutMs: number,
+): Promise<void> {
+  await until(
+    `every agent at epoch ${epoch}`,
+    async () => {
+      for (const n of nodes) if ((await tunnelStatus(overlay, n)).appliedEpoch !== epoch) return false;
+      return true;
+    },
+    timeoutMs,
+    250,
+  );
+}
+
 /**
  * Scenarios that build on each other: after one fails, the later ones say so instead of failing obscurely.
  * `explain` may add what is known about a failure (e.g. another operator on the API server).

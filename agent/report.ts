@@ -10,6 +10,7 @@ import { deepEqual, formatTime, setCondition, type ConditionInput } from '../lib
 import type { RawObject } from '../lib/runtime/rest.js';
 import { DEFAULT_DROPS_REPORT_INTERVAL_MS, dropsDue, dropsStatus } from './drops.js';
 import type { AgentApi } from './kube.js';
+import type { EnvelopeKeys } from './keystore.js';
 import type { OverlayRuntime, Pass, PeerEval } from './pass.js';
 
 /** Ready after a pass that programmed the device: Applied, or DeviceMismatch with what the read-back found. */
@@ -45,7 +46,7 @@ export class StatusReport {
 
   constructor(
     private readonly api: Pick<AgentApi, 'patchNodeTunnelStatus'>,
-    private readonly envelopePublicKey: () => string | undefined,
+    private readonly envelope: () => EnvelopeKeys | undefined,
     private readonly log: Logger,
     private readonly drops: { now: () => number; intervalMs?: number | undefined } = { now: Date.now },
   ) {}
@@ -125,7 +126,7 @@ export class StatusReport {
       : conditions.filter((c) => c.type !== 'OperatorKeyTrusted');
     const status: NodeTunnelStatus = {
       observedGeneration: ready.status === 'True' ? generation : base.observedGeneration,
-      envelopePublicKey: this.envelopePublicKey(),
+      ...this.envelopeStatus(),
       // Published in both custody modes: peers take the key at an epoch from here (rotation/keyAt).
       publicKey,
       appliedEpoch: epoch,
@@ -154,7 +155,17 @@ export class StatusReport {
       { type: 'Ready', status: 'False', reason, message, observedGeneration: generation },
       new Date(nowMs),
     );
-    return { ...base, envelopePublicKey: this.envelopePublicKey(), conditions };
+    return { ...base, ...this.envelopeStatus(), conditions };
+  }
+
+  /** The envelope's public keys: X25519 always, ML-KEM-768 when this node has one (hybrid sealing). */
+  private envelopeStatus(): Pick<NodeTunnelStatus, 'envelopePublicKey' | 'envelopeMLKEMPublicKey'> {
+    const env = this.envelope();
+    if (!env) return { envelopePublicKey: undefined };
+    return {
+      envelopePublicKey: Buffer.from(env.publicKey).toString('base64'),
+      ...(env.kem ? { envelopeMLKEMPublicKey: Buffer.from(env.kem.publicKey).toString('base64') } : {}),
+    };
   }
 
   /**

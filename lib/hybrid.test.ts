@@ -150,7 +150,7 @@ describe('hybrid sealing between the operator and a node', () => {
     const x = exchange();
     const sealed = sealHybridValue(psk, x.operatorKey, 'k', C);
     const tampered = new Uint8Array(x.ciphertext);
-    tampered[100] ^= 1;
+    tampered[100] = tampered[100]! ^ 1;
     expect(() => openHybridValue(sealed, x.nodeKey(tampered), C)).toThrow(SealError);
   });
 
@@ -159,7 +159,7 @@ describe('hybrid sealing between the operator and a node', () => {
     const sealed = sealHybridValue(psk, x.operatorKey, 'k', C);
     const prefix = 'pq1.k.';
     const raw = Buffer.from(sealed.slice(prefix.length), 'base64');
-    raw[raw.length - 1]! ^= 1;
+    raw.writeUInt8(raw[raw.length - 1]! ^ 1, raw.length - 1);
     expect(() => openHybridValue(`${prefix}${raw.toString('base64')}`, x.nodeKey(), C)).toThrow(SealError);
   });
 

@@ -88,11 +88,6 @@ export class KemBook {
     return { entry, nodeKey, fresh: true };
   }
 
-  /** The current exchange of a slot, if this process made one (without making one). */
-  peek(overlay: string, node: string, epoch: number): KemEntry | undefined {
-    return this.current.get(slot(overlay, node, epoch))?.entry;
-  }
-
   /** The node key of an exchange this process made; undefined for one it never made (or forgot). */
   nodeKey(overlay: string, node: string, kemId: string): Uint8Array | undefined {
     return this.keys.get(`${overlay}|${node}|${kemId}`)?.nodeKey;

@@ -231,8 +231,9 @@ export function* planKeySecretSteps(
 
 /**
  * The KEM entries of a node's own Secret: those already there for its current envelope (values in other
- * Secrets may name them), and the exchange the operator seals to it with now, if it made one. None is made
- * here: a Secret to which nothing new is sealed stays unchanged.
+ * Secrets may name them), and the exchange the operator seals to it with now. Within one operator process an
+ * unchanged Secret stays unchanged; after a restart a Secret planned again gets a new exchange next to the
+ * earlier ones.
  */
 function kemEntries(
   input: KeyPlanInput,
@@ -254,8 +255,13 @@ function kemEntries(
   ) {
     kems.push(carried);
   }
-  const current = s.kems?.peek(input.overlay, input.node, input.epoch);
-  if (!current || current.sealedTo !== mine.fp) return { kems };
+  // The node's exchange of this epoch, made here if no plan made it yet: values sealed to the node in other
+  // Secrets then use the one its own Secret records (an exchange another plan makes first is added here).
+  const current =
+    s.kems && (input.presharedKeys === 'PerPair' || input.custody === 'Operator')
+      ? s.kems.exchange(input.overlay, input.node, input.epoch, mine).entry
+      : undefined;
+  if (!current) return { kems };
   if (!kems.some((k) => k.id === current.id)) kems.push(current);
   return { kems, kemRecorded: current.id };
 }

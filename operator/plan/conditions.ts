@@ -216,14 +216,15 @@ export function invalidSpecCondition(generation: number | undefined, error: stri
 }
 
 /**
- * Whether two statuses differ only in pair counts: `pairs`, `encryptedSummary` and the messages of conditions
- * whose status and reason are unchanged.
+ * Whether two statuses differ only in pair counts: `pairs`, `encryptedSummary`, `postQuantumPairs` and the
+ * messages of conditions whose status and reason are unchanged.
  */
 export function countsOnly(a: Status, b: Status): boolean {
   const shape = (st: Status) => ({
     ...st,
     pairs: undefined,
     encryptedSummary: undefined,
+    postQuantumPairs: undefined,
     conditions: (st.conditions ?? []).map((c) => ({ ...c, message: undefined })),
   });
   return deepEqual(shape(a), shape(b));

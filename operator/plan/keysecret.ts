@@ -68,6 +68,27 @@ const envelopes = new WeakMap<
 >();
 
 /**
+ * Decoded ML-KEM keys by their base64 text: members are new objects every pass, and decoding 1,000 of them
+ * (an OpenSSL key object each) took tens of ms per pass. Bounded: a key no one publishes any more goes first.
+ */
+const kemKeys = new Map<string, ReturnType<typeof decodeKemPublicKey>>();
+const KEM_KEYS_KEPT = 16_384;
+
+function kemKeyOf(encoded: string | undefined): ReturnType<typeof decodeKemPublicKey> {
+  if (!encoded) return undefined;
+  if (kemKeys.has(encoded)) {
+    const hit = kemKeys.get(encoded);
+    kemKeys.delete(encoded); // most recently used last
+    kemKeys.set(encoded, hit);
+    return hit;
+  }
+  const decoded = decodeKemPublicKey(encoded);
+  if (kemKeys.size >= KEM_KEYS_KEPT) kemKeys.delete(kemKeys.keys().next().value!);
+  kemKeys.set(encoded, decoded);
+  return decoded;
+}
+
+/**
  * A member's envelope key, decoded, with its fingerprint (cached per Member object); undefined if invalid.
  * With a valid ML-KEM key too (`kem`) the fingerprint is the hybrid one: values sealed to the node before it
  * published that key no longer match it and are sealed again, hybrid. An invalid ML-KEM key is ignored (the
@@ -80,7 +101,7 @@ export function envelopeOf(m: Member | undefined): HybridEnvelope | undefined {
   let value: HybridEnvelope | undefined;
   try {
     const key = decodePublicKey(m.envelopePublicKey, `envelope key of ${m.name}`);
-    const kem = decodeKemPublicKey(m.envelopeKemPublicKey);
+    const kem = kemKeyOf(m.envelopeKemPublicKey);
     value = kem ? { key, fp: hybridFingerprint(key, kem.raw), kem } : { key, fp: fingerprint(key) };
   } catch {
     value = undefined;

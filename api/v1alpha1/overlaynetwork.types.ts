@@ -396,6 +396,8 @@ export const overlayNetworkKind: KindInfo = {
     { name: 'Next-Rotation', type: 'string', jsonPath: '.status.nextRotationTime' },
     { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
     { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+    { name: 'Pool', type: 'string', jsonPath: '.spec.addressPool', priority: 1 },
+    { name: 'Custody', type: 'string', jsonPath: '.spec.keys.custody', priority: 1 },
     {
       name: 'Post-Quantum',
       type: 'string',
@@ -403,7 +405,5 @@ export const overlayNetworkKind: KindInfo = {
       description: "Every pair's PSK sealed with X25519 + ML-KEM-768",
       priority: 1,
     },
-    { name: 'Pool', type: 'string', jsonPath: '.spec.addressPool', priority: 1 },
-    { name: 'Custody', type: 'string', jsonPath: '.spec.keys.custody', priority: 1 },
   ],
 };

@@ -2,7 +2,9 @@
 // the device (applied) or could not (notApplied), and the one write of it, only when it changed (STYLE 7).
 // Every write carries the overlay's drop counts as they are (status.drops, drops.ts); counts that changed
 // cause a write of their own only once the last one that carried a change is an interval old (dropsDue).
+// Every write carries the agent's release and the key payloads it reads (status.agent, version skew).
 import type { NodeTunnelStatus, PeerStatus, TunnelDrops } from '../api/v1alpha1/nodetunnel.types.js';
+import { AGENT_INFO } from '../lib/contract/version.js';
 import { fingerprint } from '../lib/keys.js';
 import { describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
@@ -194,7 +196,9 @@ export class StatusReport {
     const storedDrops = base.drops as TunnelDrops | undefined;
     // not read yet in this process (a pass that failed early after a restart): the stored counts stand
     const drops = rt.drops ? dropsStatus(rt.drops.totals) : storedDrops;
-    const status: Record<string, unknown> = { ...report, drops };
+    // What this agent runs, for the operator's version skew policy (lib/contract/version.ts).
+    const agent = { version: AGENT_INFO.version, keyPayloads: [...AGENT_INFO.keyPayloads] };
+    const status: Record<string, unknown> = { ...report, agent, drops };
     const now = this.drops.now();
     const interval = this.drops.intervalMs ?? DEFAULT_DROPS_REPORT_INTERVAL_MS;
     const due = dropsDue(storedDrops, drops, rt.dropsWrittenAt, now, interval);

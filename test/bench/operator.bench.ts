@@ -18,6 +18,7 @@
 // .local/bench/dist so that no other build in the tree races it), not under tsx (~110 MiB more RSS).
 // Writes are read from the operator's own counter `sealmesh_operator_writes_total{kind}` on /metrics.
 // A missed target is a figure, not a failure: the exit code is non-zero only when the bench itself failed.
+import { AGENT_INFO } from '../../lib/contract/version.js';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -418,7 +419,7 @@ class AgentFleet {
         version: VERSION,
         plural: NODE_TUNNEL_PLURAL,
         name: tunnel,
-        body: { status: { envelopePublicKey: keys.envelope, publicKey: keys.wg } },
+        body: { status: { envelopePublicKey: keys.envelope, publicKey: keys.wg, agent: AGENT_INFO } },
       },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );

@@ -148,15 +148,58 @@ export class StatusReport {
     nowMs: number,
     reason: string,
     message: string,
+    deviceDown = false,
   ): Record<string, unknown> {
     const base = this.baseStatus(rt, mine);
     const generation = (mine.metadata as { generation?: number } | undefined)?.generation;
+    const now = new Date(nowMs);
     const conditions = setCondition(
       base.conditions,
       { type: 'Ready', status: 'False', reason, message, observedGeneration: generation },
-      new Date(nowMs),
+      now,
     );
-    return { ...base, envelopePublicKey: this.envelopePublicKey(), conditions };
+    // A device that could not be programmed carries no session this report can vouch for: no peer stays
+    // Encrypted on the strength of an earlier report (the overlay would count the pair encrypted).
+    const peers =
+      deviceDown && base.peers
+        ? base.peers.map((e) =>
+            e.state === 'Encrypted'
+              ? {
+                  ...e,
+                  state: 'Handshaking' as const,
+                  since: formatTime(now),
+                  message: `device not programmed: ${reason}`,
+                }
+              : e,
+          )
+        : base.peers;
+    const encrypted = peers?.filter((e) => e.state === 'Encrypted').length ?? 0;
+    const withEncrypted =
+      deviceDown && peers && peers.length > 0
+        ? setCondition(
+            conditions,
+            {
+              type: 'Encrypted',
+              status: 'False',
+              reason: 'PeersNotEncrypted',
+              message: `${encrypted}/${peers.length} peers encrypted: the device is not programmed (${reason})`,
+              observedGeneration: generation,
+            },
+            now,
+          )
+        : conditions;
+    return {
+      ...base,
+      envelopePublicKey: this.envelopePublicKey(),
+      conditions: withEncrypted,
+      ...(peers
+        ? {
+            peers,
+            summary: { encrypted, total: peers.length },
+            peersSummary: `${encrypted}/${peers.length}`,
+          }
+        : {}),
+    };
   }
 
   /**
@@ -172,16 +215,19 @@ export class StatusReport {
     return structuredClone((mine.status ?? {}) as NodeTunnelStatus);
   }
 
-  /** Reports a failed pass in status; a failure to do so is logged, so the caller's error is the one raised. */
+  /**
+   * Reports a failed pass in status (`deviceDown`: the device could not be read or programmed, so no peer is
+   * reported Encrypted); a failure to do so is logged, so the caller's error is the one raised. */
   async publishFailure(
     rt: OverlayRuntime,
     mine: RawObject,
     nowMs: number,
     reason: string,
     message: string,
+    deviceDown = false,
   ): Promise<void> {
     try {
-      await this.publish(rt, mine, this.notApplied(rt, mine, nowMs, reason, message));
+      await this.publish(rt, mine, this.notApplied(rt, mine, nowMs, reason, message, deviceDown));
     } catch (err) {
       this.log.warn(
         { nodeTunnel: mine.metadata?.name, err: describeError(err) },

@@ -37,6 +37,7 @@ import { agentLeaseName } from '../lib/contract/liveness.js';
 import type { Prober } from './probe.js';
 import { Registry } from 'prom-client';
 import { AgentMetrics } from './metrics.js';
+import { RELEASE } from '../lib/contract/version.js';
 
 const NS = 'sealmesh-system';
 const OVERLAY = 'ovl';
@@ -98,6 +99,8 @@ class World {
   readonly logLines: string[] = [];
   readonly peers = new Map<string, Peer>();
   readonly psks = new Map<string, Uint8Array>();
+  /** the key payload version its Secrets are written in (a newer operator writes another) */
+  payloadVersion = 2;
   /** device changes, probes and status writes, in the order they happened (see traceAll) */
   readonly trace: string[] = [];
   /** fake-clock time of the last setPrivateKey (see traceAll) */
@@ -306,7 +309,7 @@ class World {
         },
         type: KEY_SECRET_TYPE,
         data: encodeKeySecretData({
-          version: 2,
+          version: this.payloadVersion as 2,
           overlay: OVERLAY,
           node: owner,
           pairs: [...payload.pairs, ...(add.pairs ?? []).filter((e) => (add.epoch ?? e.epoch) === epoch)],
@@ -692,6 +695,27 @@ test("a PSK copied from another pair's entry is refused: sealed values are bound
   );
   const peers = (await world.device().read())!.peers.map((p) => p.publicKey);
   expect(peers).toEqual([world.peers.get('b')!.wg.publicKey]);
+});
+
+test('version skew: the agent says what it runs and reads; a key Secret in a payload version it does not read is named in the peer status', async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  world.sealPair('b', 'b');
+  await waitUntil('b configured', () => world.peerEntry('b')?.state === 'Handshaking');
+  expect(world.status().agent).toEqual({ version: RELEASE, keyPayloads: [2] });
+  // c's Secret as a newer operator would write it, in a payload version this agent does not read
+  world.payloadVersion = 3;
+  world.sealPair('c', 'c');
+  const name = keySecretNameAt(OVERLAY, 'c', 1);
+  await waitUntil('c named as unread', () => (world.peerEntry('c')?.message ?? '').includes('not read'));
+  expect(world.peerEntry('c')?.message).toBe(
+    `no pre-shared key for this pair at epoch 1: key Secret not read (${name}: key payload version 3; this ` +
+      'build reads 2 (version skew: see status.agent))',
+  );
+  expect((await world.device().read())!.peers.map((p) => p.publicKey)).toEqual([
+    world.peers.get('b')!.wg.publicKey,
+  ]);
 });
 
 test('PerPair without a PSK yet: the peer waits; Disabled: peers are added without one', async () => {

@@ -104,6 +104,8 @@ export class Agent {
       name: 'agent',
       handler: (overlay) => this.reconcile(overlay),
       concurrency: 4,
+      // a failed pass leaves the device as it was (a port taken, a command failing): retry at least every 10 s
+      maxDelayMs: 10_000,
       clock: this.clock,
       logger: this.log,
     });
@@ -376,7 +378,7 @@ export class Agent {
       state = await device.read();
       mtu = desired.mtu ?? (await this.program.derivedMtu(tunnel.spec.endpoint));
     } catch (err) {
-      await this.report.publishFailure(rt, p.mine, now, 'DeviceError', describeError(err));
+      await this.report.publishFailure(rt, p.mine, now, 'DeviceError', describeError(err), true);
       throw new Error(`failed to read interface ${device.name}: ${describeError(err)}`, { cause: err });
     }
     const onDevice = new Map((state?.peers ?? []).map((peer) => [peer.publicKey, peer]));
@@ -415,7 +417,7 @@ export class Agent {
       });
     } catch (err) {
       const failed = deviceFailure(describeError(err), desired.listenPort);
-      await this.report.publishFailure(rt, p.mine, now, failed.reason, failed.message);
+      await this.report.publishFailure(rt, p.mine, now, failed.reason, failed.message, true);
       throw new Error(`failed to program ${device.name}: ${describeError(err)}`, { cause: err });
     }
     await this.guard.after(p, tunnels, state);

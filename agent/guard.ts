@@ -9,6 +9,7 @@ import { describeError } from '../lib/kube.js';
 import type { DeviceState } from './device/device.js';
 import { DropCounter } from './drops.js';
 import type { DataPlaneMode, Firewall } from './firewall/firewall.js';
+import ipaddr from 'ipaddr.js';
 import { protectedElements, protectedPrefixes, type ProtectedElement } from './firewall/prefixes.js';
 import type { AgentMetrics } from './metrics.js';
 import type { Pass } from './pass.js';
@@ -70,12 +71,7 @@ export function guardedPrefixes(
 
 /** Whether the operator's entry is a CIDR the rules can take (a bad one is skipped: it stays protected). */
 function isCidr(cidr: string): boolean {
-  try {
-    protectedPrefixes({ members: [cidr], declared: [], onDevice: [], own: [], nonMembers: [] });
-    return cidr.includes('/');
-  } catch {
-    return false;
-  }
+  return ipaddr.isValidCIDR(cidr);
 }
 
 export class Guard {

@@ -142,11 +142,15 @@ export class KeyMaterial {
     if (cached && cached.rv === rv) return cached.payload;
     const decoded = decodeKeySecretData((obj as { data?: Record<string, string> }).data);
     let payload: KeySecretPayload | undefined;
-    if (!decoded.ok) p.log.warn({ secret: name, error: decoded.error }, 'ignoring undecodable key Secret');
-    else if (decoded.payload.overlay !== p.overlay)
+    let error: string | undefined;
+    if (!decoded.ok) {
+      error = decoded.error;
+      p.log.warn({ secret: name, error }, 'ignoring undecodable key Secret');
+    } else if (decoded.payload.overlay !== p.overlay) {
+      error = 'it belongs to another overlay';
       p.log.warn({ secret: name }, 'key Secret belongs to another overlay');
-    else payload = decoded.payload;
-    p.rt.secrets.set(name, { rv, payload });
+    } else payload = decoded.payload;
+    p.rt.secrets.set(name, { rv, payload, ...(error !== undefined ? { error } : {}) });
     return payload;
   }
 
@@ -192,7 +196,17 @@ export class KeyMaterial {
       .find((x) => x.a === a && x.b === b && x.epoch === epoch);
     const sealed = pair?.sealed[this.node];
     if (!pair || sealed === undefined) {
-      return { kind: 'missing', message: `no pre-shared key for this pair at epoch ${epoch} yet` };
+      const unread = names.flatMap((n) => {
+        const error = p.rt.secrets.get(n)?.error;
+        return error === undefined ? [] : [`${n}: ${error}`];
+      });
+      return {
+        kind: 'missing',
+        message:
+          unread.length > 0
+            ? `no pre-shared key for this pair at epoch ${epoch}: key Secret not read (${unread.join('; ')})`
+            : `no pre-shared key for this pair at epoch ${epoch} yet`,
+      };
     }
     if (!this.sealedToMe(pair.sealedTo[this.node])) {
       return {

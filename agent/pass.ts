@@ -45,7 +45,8 @@ export interface OverlayRuntime {
   routes?: string;
   peers: Map<string, AppliedPeer>;
   written?: { uid: string | undefined; rv: string | undefined; status: Record<string, unknown> };
-  secrets: Map<string, { rv: string | undefined; payload: KeySecretPayload | undefined }>;
+  /** decoded key Secrets by name; `error` says why one could not be read (named in the peers' status) */
+  secrets: Map<string, { rv: string | undefined; payload: KeySecretPayload | undefined; error?: string }>;
   opened: Map<string, Uint8Array>;
   probing: Set<string>;
   /** the overlay's state dir exists */

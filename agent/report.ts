@@ -2,7 +2,9 @@
 // the device (applied) or could not (notApplied), and the one write of it, only when it changed (STYLE 7).
 // Every write carries the overlay's drop counts as they are (status.drops, drops.ts); counts that changed
 // cause a write of their own only once the last one that carried a change is an interval old (dropsDue).
+// Every write carries the agent's release and the key payloads it reads (status.agent, version skew).
 import type { NodeTunnelStatus, PeerStatus, TunnelDrops } from '../api/v1alpha1/nodetunnel.types.js';
+import { AGENT_INFO } from '../lib/contract/version.js';
 import { fingerprint } from '../lib/keys.js';
 import { describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
@@ -147,15 +149,58 @@ export class StatusReport {
     nowMs: number,
     reason: string,
     message: string,
+    deviceDown = false,
   ): Record<string, unknown> {
     const base = this.baseStatus(rt, mine);
     const generation = (mine.metadata as { generation?: number } | undefined)?.generation;
+    const now = new Date(nowMs);
     const conditions = setCondition(
       base.conditions,
       { type: 'Ready', status: 'False', reason, message, observedGeneration: generation },
-      new Date(nowMs),
+      now,
     );
-    return { ...base, ...this.envelopeStatus(), conditions };
+    // A device that could not be programmed carries no session this report can vouch for: no peer stays
+    // Encrypted on the strength of an earlier report (the overlay would count the pair encrypted).
+    const peers =
+      deviceDown && base.peers
+        ? base.peers.map((e) =>
+            e.state === 'Encrypted'
+              ? {
+                  ...e,
+                  state: 'Handshaking' as const,
+                  since: formatTime(now),
+                  message: `device not programmed: ${reason}`,
+                }
+              : e,
+          )
+        : base.peers;
+    const encrypted = peers?.filter((e) => e.state === 'Encrypted').length ?? 0;
+    const withEncrypted =
+      deviceDown && peers && peers.length > 0
+        ? setCondition(
+            conditions,
+            {
+              type: 'Encrypted',
+              status: 'False',
+              reason: 'PeersNotEncrypted',
+              message: `${encrypted}/${peers.length} peers encrypted: the device is not programmed (${reason})`,
+              observedGeneration: generation,
+            },
+            now,
+          )
+        : conditions;
+    return {
+      ...base,
+      ...this.envelopeStatus(),
+      conditions: withEncrypted,
+      ...(peers
+        ? {
+            peers,
+            summary: { encrypted, total: peers.length },
+            peersSummary: `${encrypted}/${peers.length}`,
+          }
+        : {}),
+    };
   }
 
   /** The envelope's public keys: X25519 always, ML-KEM-768 when this node has one (hybrid sealing). */
@@ -181,16 +226,19 @@ export class StatusReport {
     return structuredClone((mine.status ?? {}) as NodeTunnelStatus);
   }
 
-  /** Reports a failed pass in status; a failure to do so is logged, so the caller's error is the one raised. */
+  /**
+   * Reports a failed pass in status (`deviceDown`: the device could not be read or programmed, so no peer is
+   * reported Encrypted); a failure to do so is logged, so the caller's error is the one raised. */
   async publishFailure(
     rt: OverlayRuntime,
     mine: RawObject,
     nowMs: number,
     reason: string,
     message: string,
+    deviceDown = false,
   ): Promise<void> {
     try {
-      await this.publish(rt, mine, this.notApplied(rt, mine, nowMs, reason, message));
+      await this.publish(rt, mine, this.notApplied(rt, mine, nowMs, reason, message, deviceDown));
     } catch (err) {
       this.log.warn(
         { nodeTunnel: mine.metadata?.name, err: describeError(err) },
@@ -205,7 +253,9 @@ export class StatusReport {
     const storedDrops = base.drops as TunnelDrops | undefined;
     // not read yet in this process (a pass that failed early after a restart): the stored counts stand
     const drops = rt.drops ? dropsStatus(rt.drops.totals) : storedDrops;
-    const status: Record<string, unknown> = { ...report, drops };
+    // What this agent runs, for the operator's version skew policy (lib/contract/version.ts).
+    const agent = { version: AGENT_INFO.version, keyPayloads: [...AGENT_INFO.keyPayloads] };
+    const status: Record<string, unknown> = { ...report, agent, drops };
     const now = this.drops.now();
     const interval = this.drops.intervalMs ?? DEFAULT_DROPS_REPORT_INTERVAL_MS;
     const due = dropsDue(storedDrops, drops, rt.dropsWrittenAt, now, interval);

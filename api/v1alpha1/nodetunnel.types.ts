@@ -206,6 +206,20 @@ export const NodeTunnelStatusSchema = z
       .optional()
       .describe('Encrypted peers over all peers, e.g. 3/3 (the PEERS column).'),
     drops: TunnelDropsSchema.optional(),
+    agent: z
+      .object({
+        version: z.string().min(1).max(64).describe('The sealmesh release the agent runs, e.g. 0.2.0.'),
+        keyPayloads: z
+          .array(z.int().min(1).max(1000))
+          .max(16)
+          .describe('The key Secret payload versions the agent reads.'),
+      })
+      .optional()
+      .describe(
+        'What the agent runs, for the version skew policy: the operator refuses rotations while an agent is ' +
+          'more than one release from it or cannot read the key payload it writes (README "Version skew"). ' +
+          'Agents older than 0.2.0 publish none.',
+      ),
     conditions: conditions(
       'Ready and Encrypted; OperatorKeyTrusted=False while the operator publishes a sealing key other than the one this node pinned on first use.',
     ).optional(),
@@ -283,6 +297,7 @@ export const nodeTunnelKind: KindInfo = {
     { name: 'Peers', type: 'string', jsonPath: '.status.peersSummary', description: 'Encrypted/total peers' },
     { name: 'Epoch', type: 'integer', jsonPath: '.status.appliedEpoch' },
     { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+    { name: 'Agent', type: 'string', jsonPath: '.status.agent.version', priority: 1 },
     { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
   ],
 };

@@ -205,7 +205,17 @@ describe('the sealmesh CRDs', () => {
     });
     const v = (crd.spec.versions as Record<string, unknown>[])[0]!;
     const cols = (v.additionalPrinterColumns as { name: string }[]).map((c) => c.name.toUpperCase());
-    expect(cols).toEqual(['NODE', 'OVERLAY', 'ADDRESS', 'ENDPOINT', 'PEERS', 'EPOCH', 'READY', 'AGE']);
+    expect(cols).toEqual([
+      'NODE',
+      'OVERLAY',
+      'ADDRESS',
+      'ENDPOINT',
+      'PEERS',
+      'EPOCH',
+      'READY',
+      'AGENT',
+      'AGE',
+    ]);
     const root = (v.schema as { openAPIV3Schema: JSONSchemaProps }).openAPIV3Schema;
     const spec = root.properties!.spec!;
     expect(spec.properties!.overlay!['x-kubernetes-validations']).toEqual([

@@ -29,6 +29,16 @@ test('payload round-trips through Secret data', () => {
   expect(decodeKeySecretData(encodeKeySecretData(payload))).toEqual({ ok: true, payload });
 });
 
+test('a payload of another version (the previous one, 1, or a newer one) is refused naming the version read', () => {
+  for (const version of [1, 3]) {
+    const data = { 'keys.json': Buffer.from(JSON.stringify({ ...payload, version })).toString('base64') };
+    expect(decodeKeySecretData(data)).toEqual({
+      ok: false,
+      error: `key payload version ${version}; this build reads 2 (version skew: see status.agent)`,
+    });
+  }
+});
+
 test.each([
   ['no data', undefined, /missing data key/],
   ['not base64 JSON', { 'keys.json': Buffer.from('{oops').toString('base64') }, /not valid JSON/],

@@ -9,6 +9,7 @@
 // N's pairs (and, in Operator custody, the private key serving epoch N).
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { KEY_PAYLOADS_READ } from './version.js';
 
 export const KEY_SECRET_DATA_KEY = 'keys.json';
 export const KEY_SECRET_TYPE = 'sealmesh.io/sealed-keys';
@@ -140,6 +141,13 @@ export function decodeKeySecretData(data: Record<string, string> | undefined): D
     json = JSON.parse(Buffer.from(raw, 'base64').toString('utf8'));
   } catch {
     return { ok: false, error: `${KEY_SECRET_DATA_KEY} is not valid JSON` };
+  }
+  const version = (json as { version?: unknown } | null)?.version;
+  if (typeof version === 'number' && !KEY_PAYLOADS_READ.includes(version)) {
+    return {
+      ok: false,
+      error: `key payload version ${version}; this build reads ${KEY_PAYLOADS_READ.join('/')} (version skew: see status.agent)`,
+    };
   }
   const parsed = keySecretPayloadSchema.safeParse(json);
   if (!parsed.success) {

@@ -6,7 +6,7 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { NodeTunnel } from '../../api/v1alpha1/nodetunnel.types.js';
 import { parseOverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js';
 import { matchesSelector } from '../../lib/selector.js';
-import { findConflicts, type ConflictProblem, type Conflicts, type OtherOverlay } from '../plan/conflicts.js';
+import { findConflicts, type Conflicts, type OtherOverlay } from '../plan/conflicts.js';
 import type { OverlayEvent } from '../plan/events.js';
 import type { DesiredTunnels, NodeView } from '../plan/tunnels.js';
 import type { Scope } from './overlaynetwork.scope.js';
@@ -78,7 +78,7 @@ export function applyConflicts(
 export class ConflictEvents {
   private readonly seen = new Map<string, Set<string>>();
 
-  events(overlay: string, problems: readonly ConflictProblem[]): OverlayEvent[] {
+  events(overlay: string, problems: ReadonlyArray<{ reason: string; message: string }>): OverlayEvent[] {
     const before = this.seen.get(overlay) ?? new Set<string>();
     this.seen.set(overlay, new Set(problems.map((p) => p.message)));
     return problems

@@ -27,6 +27,7 @@ import { epochAfterRollback } from '../plan/rotation.js';
 import type { Member } from '../plan/keysecret.js';
 import { desiredTunnels, nodeView } from '../plan/tunnels.js';
 import { NotLeaderError } from '../writer.js';
+import { judgeSkew } from '../plan/skew.js';
 import { applyConflicts, ConflictEvents, otherOverlays } from './overlaynetwork.conflicts.js';
 import { finalize } from './overlaynetwork.finalize.js';
 import { KeySecrets } from './overlaynetwork.keysecrets.js';
@@ -128,6 +129,7 @@ export class OverlayNetworkController {
       this.status.forget(name);
       this.keySecrets.forget(name);
       this.conflictEvents.forget(name);
+      this.rotation.forget(name);
       this.liveness.forget(name);
       return;
     }
@@ -215,7 +217,20 @@ export class OverlayNetworkController {
     );
     if (conflicts.problems.length > 0)
       log.warn({ conflicts: conflicts.problems }, 'conflicts in the overlay');
-    scope.events.push(...this.conflictEvents.events(name, conflicts.problems));
+    // Agents outside the supported version skew: named in Degraded and an Event; rotations wait for them.
+    const skew = judgeSkew(
+      [...desired.tunnels.keys()].map((node) => {
+        const s = existing.get(node)?.status;
+        const reported =
+          s?.envelopePublicKey !== undefined ||
+          s?.appliedEpoch !== undefined ||
+          (s?.conditions?.length ?? 0) > 0;
+        return { node, reported, agent: s?.agent };
+      }),
+    );
+    scope.events.push(
+      ...this.conflictEvents.events(name, [...conflicts.problems, ...(skew.problem ? [skew.problem] : [])]),
+    );
 
     // Keys first: in Operator custody the tunnel spec carries the public key of the sealed private key.
     const members: Member[] = [...existing.values()]
@@ -254,7 +269,7 @@ export class OverlayNetworkController {
       );
       await this.status.persist(scope, { epoch: scope.epoch });
     }
-    await this.rotation.step(scope, members, existing, rows, log);
+    await this.rotation.step(scope, members, existing, rows, log, skew.refuseRotation);
     const publicKeys = await this.keySecrets.sync(scope, members, log);
     await this.tunnels.sync(scope, desired.tunnels, existing, publicKeys);
     const unreachable = this.liveness.judge(scope, desired.tunnels.keys(), existing);
@@ -273,6 +288,7 @@ export class OverlayNetworkController {
           unusable: desired.unusable,
           exhausted: desired.exhausted,
           conflicts: conflicts.problems,
+          skew: skew.problem,
           unreachable,
           portInUse: portInUse(desired.tunnels.keys(), existing),
           pairs,

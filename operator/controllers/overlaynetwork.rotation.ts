@@ -12,6 +12,7 @@ import {
   rotationAborted,
   rotationCompleted,
   rotationIncomplete,
+  rotationRefused,
   rotationStarted,
 } from '../plan/events.js';
 import type { Member } from '../plan/keysecret.js';
@@ -36,6 +37,8 @@ export function scheduleOf(scope: Scope): ScheduleResult {
 
 export class Rotation {
   readonly timings: RotationTimings;
+  /** per overlay, the reason of the refusal last reported: one Event per refusal, not one per pass */
+  private readonly refused = new Map<string, string>();
 
   constructor(
     private readonly deps: Pick<
@@ -66,6 +69,10 @@ export class Rotation {
     });
   }
 
+  forget(overlay: string): void {
+    this.refused.delete(overlay);
+  }
+
   /** One step of the rotation protocol, applied to the scope (and written where agents must see it). */
   async step(
     scope: Scope,
@@ -73,6 +80,7 @@ export class Rotation {
     tunnels: Map<string, NodeTunnel>,
     rows: Map<string, PeerRow | undefined>,
     log: Logger,
+    refuse?: string,
   ): Promise<RotationStep> {
     const { overlay } = scope;
     let due: ReturnType<typeof rotationTrigger>['due'];
@@ -111,11 +119,21 @@ export class Rotation {
       agents,
       pairsAtTarget: atTarget,
       timings: this.timings,
+      refuse,
     });
+    if (step.kind !== 'refused') this.refused.delete(scope.name);
     switch (step.kind) {
       case 'idle':
         return step;
       case 'wait':
+        requeueWithin(scope, step.afterMs);
+        return step;
+      case 'refused':
+        if (this.refused.get(scope.name) !== step.reason) {
+          this.refused.set(scope.name, step.reason);
+          scope.events.push(rotationRefused(scope.epoch, step.reason));
+          log.warn({ reason: step.reason }, 'rotation refused');
+        }
         requeueWithin(scope, step.afterMs);
         return step;
       case 'start':

@@ -166,6 +166,13 @@ describe('Degraded and Ready', () => {
       'address pool 10.0.0.0/30 is exhausted: no address for c; not peered: b (no IP)',
     ],
     [
+      'agents outside the version skew degrade but keep Ready (their pairs carry on at the current epoch)',
+      { skew: { reason: 'AgentVersionSkew', message: 'agents outside the supported version skew: c' } },
+      'True/AgentVersionSkew',
+      'True/AllPairsEncrypted',
+      'agents outside the supported version skew: c',
+    ],
+    [
       'an aborted rotation degrades but keeps Ready',
       { rotation: backoff },
       'True/RotationAborted',

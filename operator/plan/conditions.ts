@@ -24,6 +24,8 @@ export interface ConditionFacts {
   exhausted: string[];
   /** conflicts between members or with other overlays (plan/conflicts.ts), in the order found */
   conflicts?: ReadonlyArray<{ reason: string; message: string }>;
+  /** agents outside the supported version skew (plan/skew.ts): rotations are refused while there are any */
+  skew?: { reason: string; message: string } | undefined;
   /** members whose agent cannot program the device: another process holds the listen port */
   portInUse?: ReadonlyArray<{ node: string; port: number }>;
   /** agents that reported and stopped renewing their Lease (plan/liveness.ts) */
@@ -79,6 +81,8 @@ export const agentsUnreachable: Check = (f) =>
       }
     : undefined;
 
+export const agentVersionSkew: Check = (f) => f.skew;
+
 export const pairsDegraded: Check = (f) =>
   f.pairs.degraded > 0
     ? { reason: 'PairsDegraded', message: `${f.pairs.degraded} pair(s) degraded` }
@@ -110,9 +114,15 @@ export const READY_CHECKS: readonly Check[] = [
 ];
 /**
  * The checks that make Degraded True, in order: Degraded's reason is the first hit, its message all hits.
+ * An agent outside the version skew does not make Ready False: its pairs carry on at the current epoch.
  * Drops do not make Ready False: the pairs that matter carry on encrypted, and a join drops a little.
  */
-export const DEGRADED_CHECKS: readonly Check[] = [...READY_CHECKS, rotationAborted, plaintextDropped];
+export const DEGRADED_CHECKS: readonly Check[] = [
+  ...READY_CHECKS,
+  agentVersionSkew,
+  rotationAborted,
+  plaintextDropped,
+];
 
 export function evaluate(checks: readonly Check[], facts: ConditionFacts): Problem[] {
   return checks.map((check) => check(facts)).filter((p): p is Problem => p !== undefined);

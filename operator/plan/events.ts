@@ -140,6 +140,12 @@ export const rotationAborted = (rotation: RotationStatus, kept: number, reason: 
   message: `epoch ${rotation.targetEpoch} aborted, epoch ${kept} kept, retry at ${rotation.retryTime ?? ''}: ${reason}`,
 });
 
+export const rotationRefused = (epoch: number, reason: string): OverlayEvent => ({
+  type: 'Warning',
+  reason: 'RotationRefused',
+  message: `a rotation is due but not started, epoch ${epoch} kept: ${reason}`,
+});
+
 export const rotationCompleted = (epoch: number, scope: string, seconds: number): OverlayEvent => ({
   type: 'Normal',
   reason: 'RotationCompleted',

@@ -6,6 +6,7 @@ import {
   type RotationInput,
   type RotationStatus,
   epochAfterRollback,
+  REFUSED_RECHECK_MS,
 } from './rotation.js';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
@@ -138,6 +139,30 @@ test('verification gives up after its timeout and completes naming the pairs lef
     kind: 'complete',
     incomplete: 1,
   });
+});
+
+test('a refusal (agents outside the version skew) holds a due rotation and the retry of an aborted one, not one under way', () => {
+  const refuse = 'agents cannot take part in a rotation: c (publishes no version: older than 0.2.0)';
+  const due = { scope: 'Keys' as const, reason: 'manual' };
+  expect(nextRotationStep({ ...base, refuse })).toEqual({ kind: 'idle' });
+  expect(nextRotationStep({ ...base, due, refuse })).toEqual({
+    kind: 'refused',
+    reason: refuse,
+    afterMs: REFUSED_RECHECK_MS,
+  });
+  const backoff: RotationStatus = { ...staging, phase: 'Backoff', retryTime: '2026-01-01T00:01:00Z' };
+  expect(nextRotationStep({ ...base, rotation: backoff, refuse, now: at(30) }).kind).toBe('wait');
+  expect(nextRotationStep({ ...base, rotation: backoff, refuse, now: at(60) })).toMatchObject({
+    kind: 'refused',
+    reason: refuse,
+  });
+  expect(nextRotationStep({ ...base, rotation: backoff, now: at(60) }).kind).toBe('retry');
+  // under way: the staging timeout names whoever does not stage
+  const agents = [
+    { node: 'a', live: true, ...staged(5) },
+    { node: 'b', live: true, ...staged(5) },
+  ];
+  expect(nextRotationStep({ ...base, rotation: staging, agents, refuse }).kind).toBe('cutover');
 });
 
 test('the staging timeout grows with the number of agents', () => {

@@ -63,6 +63,11 @@ export interface RotationInput {
   /** pairs among live nodes, and how many of them both sides report Encrypted at the target epoch */
   pairsAtTarget: { total: number; encrypted: number };
   timings: RotationTimings;
+  /**
+   * Why no rotation may start now (agents outside the supported version skew, plan/skew.ts): a due rotation,
+   * or the retry of an aborted one, waits and is reported as refused, naming them.
+   */
+  refuse?: string | undefined;
 }
 
 export type RotationStep =
@@ -79,7 +84,11 @@ export type RotationStep =
       startTime: string;
     }
   | { kind: 'abort'; rotation: RotationStatus; reason: string }
-  | { kind: 'retry'; rotation: RotationStatus };
+  | { kind: 'retry'; rotation: RotationStatus }
+  | { kind: 'refused'; reason: string; afterMs: number };
+
+/** How often a refused rotation is looked at again (a changed NodeTunnel status wakes it sooner). */
+export const REFUSED_RECHECK_MS = 30_000;
 
 const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 const ms = (s: string | undefined) => (s ? new Date(s).getTime() : 0);
@@ -93,6 +102,7 @@ export function nextRotationStep(i: RotationInput): RotationStep {
   const r = i.rotation;
   if (!r) {
     if (!i.due) return { kind: 'idle' };
+    if (i.refuse) return { kind: 'refused', reason: i.refuse, afterMs: REFUSED_RECHECK_MS };
     return {
       kind: 'start',
       rotation: {
@@ -109,6 +119,7 @@ export function nextRotationStep(i: RotationInput): RotationStep {
     case 'Backoff': {
       const at = ms(r.retryTime);
       if (now < at) return { kind: 'wait', afterMs: at - now, why: 'backing off after an aborted attempt' };
+      if (i.refuse) return { kind: 'refused', reason: i.refuse, afterMs: REFUSED_RECHECK_MS };
       return {
         kind: 'retry',
         rotation: {

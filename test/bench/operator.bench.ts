@@ -18,6 +18,7 @@
 // .local/bench/dist so that no other build in the tree races it), not under tsx (~110 MiB more RSS).
 // Writes are read from the operator's own counter `sealmesh_operator_writes_total{kind}` on /metrics.
 // A missed target is a figure, not a failure: the exit code is non-zero only when the bench itself failed.
+import { AGENT_INFO } from '../../lib/contract/version.js';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -427,7 +428,12 @@ class AgentFleet {
         plural: NODE_TUNNEL_PLURAL,
         name: tunnel,
         body: {
-          status: { envelopePublicKey: keys.envelope, envelopeMLKEMPublicKey: keys.kem, publicKey: keys.wg },
+          status: {
+            envelopePublicKey: keys.envelope,
+            envelopeMLKEMPublicKey: keys.kem,
+            publicKey: keys.wg,
+            agent: AGENT_INFO,
+          },
         },
       },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),

@@ -5,6 +5,8 @@
 // Stalled by that side within the window, the pair's Event names it and the remedy tried, and it is Encrypted
 // again once traffic comes back.
 // Real operator, real agents, real WireGuard. The scenarios build on each other and run in order.
+import { execFile, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import {
   API_VERSION,
@@ -17,7 +19,7 @@ import {
 } from '../../api/v1alpha1/groupversion.js';
 import { METRIC_NAMES } from '../../agent/metrics.js';
 import { STALL_WINDOW_MS } from '../../agent/stall.js';
-import { uniqueName } from '../support/cluster.js';
+import { repoRoot, uniqueName } from '../support/cluster.js';
 import { Deployment } from '../support/deploy.js';
 import {
   allEncrypted as allEncryptedIn,
@@ -25,6 +27,7 @@ import {
   custom,
   deleteAgentLeases,
   kc,
+  logTails,
   removeOverlay,
   scenarios,
   tunnelStatus,
@@ -39,7 +42,7 @@ const ENCRYPTED_MS = 180_000;
 const MERGE = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 let deployment: Deployment | undefined;
-const scenario = scenarios();
+const scenario = scenarios(() => Promise.resolve(logTails(deployment)));
 let members: string[] = [];
 
 function report(line: string): void {
@@ -256,4 +259,180 @@ test(
       await allEncrypted();
     }),
   ENCRYPTED_MS + STALL_WINDOW_MS + 120_000,
+);
+
+/**
+ * PIDs of the processes holding UDP `port` in the node's network namespace (`ss`; the lab runs other socats in
+ * every node, the API relay and the stand-in pod, so a process name would not tell ours apart).
+ */
+function udpHolders(node: string, port: number): number[] {
+  const out = execFileSync('ip', ['netns', 'exec', node, 'ss', '-Huanp', `sport = :${port}`], {
+    encoding: 'utf8',
+  });
+  return [...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
+}
+
+/** PIDs of processes named `comm` in the node's network namespace. */
+function pidsIn(node: string, comm: string): number[] {
+  return execFileSync('ip', ['netns', 'pids', node], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm;
+      } catch {
+        return false;
+      }
+    });
+}
+
+test(
+  "port: another process holds a node's WireGuard port when its agent (re)creates the device: the NodeTunnel says which port and why, the overlay's Degraded names the node, and it recovers by itself once the port is free",
+  () =>
+    scenario('port', async () => {
+      const d = deployment!;
+      const node = members[members.length - 1]!;
+      const { listenPort } = (
+        (await custom.getClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: NODE_TUNNEL_PLURAL,
+          name: nodeTunnelName(overlay, node),
+        })) as { spec: { listenPort: number } }
+      ).spec;
+      // the agent down, its device gone (wireguard-go killed: the device and the port go with it), the port
+      // taken meanwhile
+      await d.killAgent(node);
+      for (const pid of pidsIn(node, 'wireguard-go')) process.kill(pid, 'SIGKILL');
+      await until(
+        `${node}'s wireguard-go gone`,
+        () => Promise.resolve(pidsIn(node, 'wireguard-go').length === 0),
+        10_000,
+        100,
+      );
+      await until(
+        `socat holding UDP ${listenPort} in ${node}`,
+        async () => {
+          if (udpHolders(node, listenPort).length > 0) return true;
+          await new Promise<void>((done) =>
+            execFile(
+              'bash',
+              [
+                `${repoRoot}/hack/lab.sh`,
+                'start',
+                node,
+                'porthog',
+                '--',
+                'timeout',
+                '300',
+                'socat',
+                '-u',
+                `UDP-RECV:${listenPort}`,
+                '/dev/null',
+              ],
+              { env: { ...process.env, SEALMESH_LAB_DIR: d.lab.dir, LAB_QUIET: '1' } },
+              () => done(),
+            ),
+          );
+          await new Promise((r) => setTimeout(r, 500));
+          return udpHolders(node, listenPort).length > 0;
+        },
+        20_000,
+        100,
+      );
+      await d.startAgent(node);
+      const ready = await until(
+        `${node}'s NodeTunnel to say ListenPortInUse`,
+        async () => {
+          const c = (await tunnelStatus(overlay, node)).conditions?.find((x) => x.type === 'Ready');
+          return c?.reason === 'ListenPortInUse' ? c : undefined;
+        },
+        60_000,
+        250,
+      );
+      report(`port: ${node} Ready=${ready.status} ${ready.reason}: ${ready.message}`);
+      expect(ready.status).toBe('False');
+      expect(ready.message).toContain(`UDP port ${listenPort} is taken by another process on this node`);
+      const degraded = await until(
+        "the overlay's Degraded to name the node",
+        async () => {
+          const o = (await custom.getClusterCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: OVERLAY_NETWORK_PLURAL,
+            name: overlay,
+          })) as {
+            status?: {
+              conditions?: Array<{ type: string; status: string; reason: string; message: string }>;
+            };
+          };
+          const c = o.status?.conditions?.find((x) => x.type === 'Degraded');
+          return c?.reason === 'ListenPortInUse' ? c : undefined;
+        },
+        60_000,
+        250,
+      );
+      report(`port: overlay Degraded ${degraded.reason}: ${degraded.message}`);
+      expect(degraded.message).toContain(`UDP port ${listenPort} taken by another process on ${node}`);
+      // the node's pairs are not counted encrypted on the strength of a report from before the device went
+      const pairs = await until(
+        "the node's pairs not counted encrypted",
+        async () => {
+          const o = (await custom.getClusterCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: OVERLAY_NETWORK_PLURAL,
+            name: overlay,
+          })) as { status?: { pairs?: { total: number; encrypted: number } } };
+          const p = o.status?.pairs;
+          return p && p.encrypted < p.total ? p : undefined;
+        },
+        30_000,
+        250,
+      );
+      report(`port: while the port is held, ${pairs.encrypted}/${pairs.total} pairs encrypted`);
+      const peer = members.find((m) => m !== node)!;
+      const t0 = Date.now();
+      const hog = udpHolders(node, listenPort);
+      expect(hog.length).toBeGreaterThan(0);
+      for (const pid of hog) expect(readFileSync(`/proc/${pid}/comm`, 'utf8').trim()).toBe('socat');
+      for (const pid of hog) process.kill(pid, 'SIGTERM');
+      await allEncrypted();
+      const mine = await tunnelStatus(overlay, node);
+      expect(mine.conditions?.find((x) => x.type === 'Ready')).toMatchObject({
+        status: 'True',
+        reason: 'Applied',
+      });
+      report(
+        `port: every pair encrypted ${((Date.now() - t0) / 1000).toFixed(1)} s after the port was freed`,
+      );
+      // traffic, through the device on the port it now holds
+      const ping = startPing(d.lab, peer, `10.244.${d.lab.node(node).index}.1`, 'b1b1b1b1', 20);
+      await new Promise((r) => setTimeout(r, 3_000));
+      const got = await ping.stop();
+      report(`port: ${peer} -> ${node}'s pod after recovery: ${got.received}/${got.sent} answered`);
+      expect(got.sent).toBeGreaterThan(50);
+      expect(got.received).toBeGreaterThan(got.sent * 0.9);
+      // wireguard-go holds it (an IPv4 and an IPv6 socket)
+      const holders = udpHolders(node, listenPort).map((pid) =>
+        readFileSync(`/proc/${pid}/comm`, 'utf8').trim(),
+      );
+      expect([...new Set(holders)]).toEqual(['wireguard-go']);
+      await until(
+        'Degraded cleared',
+        async () => {
+          const o = (await custom.getClusterCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: OVERLAY_NETWORK_PLURAL,
+            name: overlay,
+          })) as { status?: { conditions?: Array<{ type: string; reason: string }> } };
+          return o.status?.conditions?.find((x) => x.type === 'Degraded')?.reason !== 'ListenPortInUse';
+        },
+        60_000,
+        250,
+      );
+    }),
+  ENCRYPTED_MS + 120_000,
 );

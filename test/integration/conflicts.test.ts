@@ -1,6 +1,7 @@
 // Conflicts are reported, not silently resolved (issue #14 item 4), against the real API server: overlapping
 // pod CIDRs, two nodes with one envelope key, and two overlays on one port on shared nodes each give Degraded
 // with the names, and `kubectl sealmesh status` (the bundled plugin) prints why.
+import { AGENT_INFO } from '../../lib/contract/version.js';
 import { execFile } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -96,7 +97,7 @@ async function publishEnvelopeKey(overlay: string, i: number, key: string): Prom
       version: VERSION,
       plural: NODE_TUNNEL_PLURAL,
       name: nodeTunnelName(overlay, nodeName(i)),
-      body: { status: { envelopePublicKey: key } },
+      body: { status: { envelopePublicKey: key, agent: AGENT_INFO } },
     },
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );

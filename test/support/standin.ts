@@ -13,6 +13,7 @@ import {
 import { GROUP, NODE_TUNNEL_PLURAL, nodeTunnelName, VERSION } from '../../api/v1alpha1/groupversion.js';
 import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
+import { AGENT_INFO, type AgentInfo } from '../../lib/contract/version.js';
 import { encodeKey, generateKeyPair, publicKeyOf } from '../../lib/keys.js';
 import {
   decodeKeySecretData,
@@ -31,6 +32,8 @@ export class AgentStandIn {
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
   private readonly coordination: CoordinationV1Api;
+  /** what it says it runs in status.agent, as the real agent does; null: an agent older than 0.2.0 */
+  agent: AgentInfo | null = AGENT_INFO;
 
   constructor(
     kc: KubeConfig,
@@ -62,6 +65,7 @@ export class AgentStandIn {
     await this.patchStatus({
       envelopePublicKey: encodeKey(this.envelope.publicKey),
       publicKey: this.wg.publicKey,
+      agent: this.agent,
     });
   }
 
@@ -104,6 +108,7 @@ export class AgentStandIn {
       peers: peers.map((p) => ({ ...p, since })),
       summary: { encrypted, total: peers.length },
       peersSummary: `${encrypted}/${peers.length}`,
+      agent: this.agent,
     });
   }
 

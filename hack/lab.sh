@@ -359,8 +359,9 @@ cmd_down() {
   load_state
   [[ -d $labdir ]] || return 0
   local t0=$SECONDS
-  remove_containers
+  # the recorded processes first: an agent's start command still running would start a container after
   kill_recorded
+  remove_containers
   # Whatever still runs inside a node's network namespace was started in it through this lab (wireguard-go
   # daemonizes, so its PID is never recorded): stop it before the namespace goes, all nodes at once since
   # wireguard-go takes a second or two to wind down.

@@ -24,11 +24,12 @@ die() {
 }
 
 node_bin=$(bash "$root/hack/node/install.sh")/node
-# A machine whose TLS is intercepted trusts an extra CA through NODE_EXTRA_CA_CERTS (npm and node here do):
-# the base carries that trust the same way, or `npm ci` in the Dockerfile's build stage cannot reach the
-# registry. Without it the base has no extra trust.
+# A machine whose TLS is intercepted trusts an extra CA through NODE_EXTRA_CA_CERTS or npm's `cafile` (npm
+# and node here do): the base carries that trust as NODE_EXTRA_CA_CERTS, or `npm ci` in the Dockerfile's
+# build stage cannot reach the registry. Without either the base has no extra trust.
 extra_ca=${NODE_EXTRA_CA_CERTS:-}
-[[ -z $extra_ca || -s $extra_ca ]] || extra_ca=''
+if [[ -z $extra_ca ]]; then extra_ca=$(npm config get cafile 2>/dev/null || true); fi
+[[ -n $extra_ca && -s $extra_ca ]] || extra_ca=''
 cache=${SEALMESH_CACHE:-$HOME/.cache/sealmesh}/image
 key=$(
   {

@@ -150,7 +150,8 @@ function expectSecurity(name: string, inspect: PodmanInspect, m: Manifest): numb
     readOnlyRoot: sc.readOnlyRootFilesystem === true,
     noNewPrivileges: sc.allowPrivilegeEscalation === false,
     privileged: false,
-    user: sc.runAsUser === undefined ? '' : uid,
+    // the manifest's runAsUser, else the image's USER (0)
+    user: uid,
     kernel: {
       CapEff: capMask(added),
       CapPrm: capMask(added),

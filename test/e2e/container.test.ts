@@ -31,12 +31,15 @@ import { describeUnderlay, expectCleanUnderlay, watchUnderlay } from '../support
 import { repoRoot, uniqueName } from '../support/cluster.js';
 import { until } from '../support/wait.js';
 import { Deployment } from '../support/deploy.js';
+import { KEY_NAMESPACE } from '../../hack/deploy/deploy.js';
+import { agentLeaseName } from '../../lib/contract/liveness.js';
 import {
   allEncrypted as allEncryptedIn,
   core,
   custom,
   deleteAgentLeases,
   kc,
+  leases,
   removeOverlay,
   scenarios,
   sleep,
@@ -55,6 +58,8 @@ const MARKER = 'c0fa11ed5ea1ed01';
 const SETUP_MS = 240_000;
 const ALL_ENCRYPTED_MS = 180_000;
 const RECOVER_MS = 150_000;
+/** 25 pings/s asked per pair (as the fail-closed e2e); at least 20/s is asserted */
+const INTERVAL_MS = 40;
 const MIN_RATE = 20;
 
 let deployment: Deployment | undefined;
@@ -173,6 +178,22 @@ function expectSecurity(name: string, inspect: PodmanInspect, m: Manifest): numb
 }
 
 /** The environment the manifest gives the container, the downward API's fields resolved as `fields` says. */
+/** The kernel index of the node's one WireGuard interface (a re-created device gets a new one). */
+async function wgIndex(node: string): Promise<number> {
+  const d = deployment!;
+  return until(
+    `a WireGuard device in ${node}`,
+    async () => {
+      const [name] = (await d.lab.exec(node, ['wg', 'show', 'interfaces'])).stdout.trim().split(/\s+/);
+      if (!name) return undefined;
+      const r = await d.lab.exec(node, ['cat', `/sys/class/net/${name}/ifindex`]);
+      return r.code === 0 ? Number(r.stdout.trim()) : undefined;
+    },
+    RECOVER_MS,
+    250,
+  );
+}
+
 function manifestEnv(m: Manifest, fields: Record<string, string>): string[] {
   return (m.container.env ?? []).map(
     (e) => `${e.name}=${e.value ?? fields[e.valueFrom?.fieldRef?.fieldPath ?? ''] ?? '?'}`,
@@ -332,6 +353,8 @@ test(
       const d = deployment!;
       const victim = members[1]!;
       const before = await d.inspect(d.agentContainer(victim));
+      const deviceBefore = await wgIndex(victim);
+      let deviceAfter = deviceBefore;
       let restartMs = 0;
       const r: MeshReport<void> = await probeMesh(
         {
@@ -341,12 +364,27 @@ test(
           port: PORT,
           marker: MARKER,
           tcp: { from: members[0]!, to: { name: victim, index: d.lab.node(victim).index } },
+          intervalMs: INTERVAL_MS,
         },
         async (mesh) => {
           await sleep(1000);
           const t0 = Date.now();
           await d.restartAgentContainer(victim);
           restartMs = Date.now() - t0;
+          // the restarted agent is live (renewed its Lease with its bound token) before the status counts
+          await until(
+            `the restarted agent of ${victim} to renew its Lease`,
+            async () => {
+              const lease = await leases.readNamespacedLease({
+                namespace: KEY_NAMESPACE,
+                name: agentLeaseName(victim),
+              });
+              return (lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0) >= t0;
+            },
+            RECOVER_MS,
+            250,
+          );
+          deviceAfter = await wgIndex(victim);
           await allEncrypted(members, RECOVER_MS);
           mesh.settled();
           report(
@@ -359,6 +397,9 @@ test(
       // it was restarted: a new first process, started after the restart began
       expect(after.State.Pid).not.toBe(before.State.Pid);
       expect(Date.parse(after.State.StartedAt)).toBeGreaterThan(Date.parse(before.State.StartedAt));
+      // wireguard-go was the old agent's child: its device went with the container, the new agent made one
+      report(`c: ${victim}'s device index ${deviceBefore} before, ${deviceAfter} after the restart`);
+      expect(deviceAfter).not.toBe(deviceBefore);
       // never in the clear: no packet to or from a pod CIDR or tunnel address on the underlay, no probe payload
       expect(r.underlay.truncated).toBe(false);
       expect(r.plaintext.sample).toEqual([]);

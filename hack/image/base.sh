@@ -28,7 +28,10 @@ node_bin=$(bash "$root/hack/node/install.sh")/node
 # and node here do): the base carries that trust as NODE_EXTRA_CA_CERTS, or `npm ci` in the Dockerfile's
 # build stage cannot reach the registry. Without either the base has no extra trust.
 extra_ca=${NODE_EXTRA_CA_CERTS:-}
-if [[ -z $extra_ca ]]; then extra_ca=$(npm config get cafile 2>/dev/null || true); fi
+if [[ -z $extra_ca ]]; then
+  extra_ca=$(npm config get cafile 2>/dev/null || true)
+  [[ -s $extra_ca ]] || extra_ca=$(sed -n 's/^cafile *= *//p' /etc/npmrc /usr/etc/npmrc 2>/dev/null | head -n1)
+fi
 [[ -n $extra_ca && -s $extra_ca ]] || extra_ca=''
 cache=${SEALMESH_CACHE:-$HOME/.cache/sealmesh}/image
 key=$(

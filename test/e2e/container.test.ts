@@ -6,7 +6,8 @@
 // its Node). Then: the runtime and the kernel show exactly the manifest's capabilities and security context;
 // every pair encrypted, pinging with only WireGuard UDP on the underlay; `podman restart` of one agent (the
 // device dies with its container) while every pair is probed: encrypted or dropped, never plaintext, and
-// encrypted again after. The rotation scenarios run in container mode in test/e2e/container-rotate.test.ts.
+// encrypted again after; in Monitor mode (the control) the same restart does put plaintext on the underlay. The
+// rotation scenarios run in container mode in test/e2e/container-rotate.test.ts.
 import { readFileSync, statSync } from 'node:fs';
 import {
   PatchStrategy,
@@ -17,6 +18,7 @@ import {
   type V1SecurityContext,
 } from '@kubernetes/client-node';
 import type { PodmanInspect } from '../../hack/deploy/container.js';
+import { NftFirewall } from '../../agent/firewall/nft.js';
 import { load } from 'js-yaml';
 import {
   API_VERSION,
@@ -44,7 +46,7 @@ import {
   scenarios,
   sleep,
 } from '../support/env.js';
-import { describeMesh, matchedPackets, probeMesh, type MeshReport } from '../support/failclosed-scenario.js';
+import { describeMesh, probeMesh, type MeshReport } from '../support/failclosed-scenario.js';
 
 const overlay = uniqueName('e2e-ctr');
 const MEMBER_LABEL = 'sealmesh.io/member';
@@ -347,59 +349,97 @@ test(
   ALL_ENCRYPTED_MS + 60_000,
 );
 
+interface Restarted {
+  r: MeshReport<void>;
+  before: PodmanInspect;
+  after: PodmanInspect;
+  deviceBefore: number;
+  deviceAfter: number;
+}
+
+/**
+ * `podman restart` of `victim`'s agent while every member probes every other (the underlay captured, as the
+ * fail-closed e2e does); returns once the restarted agent renewed its Lease and every pair is encrypted again.
+ */
+async function restartUnderProbes(name: string, victim: string): Promise<Restarted> {
+  const d = deployment!;
+  const before = await d.inspect(d.agentContainer(victim));
+  const deviceBefore = await wgIndex(victim);
+  let deviceAfter = deviceBefore;
+  const r: MeshReport<void> = await probeMesh(
+    {
+      lab: d.lab,
+      members: members.map((n) => ({ name: n, index: d.lab.node(n).index })),
+      protectedRanges: [POD_RANGE, ADDRESS_POOL],
+      port: PORT,
+      marker: MARKER,
+      tcp: { from: members[0]!, to: { name: victim, index: d.lab.node(victim).index } },
+      intervalMs: INTERVAL_MS,
+    },
+    async (mesh) => {
+      await sleep(1000);
+      const t0 = Date.now();
+      await d.restartAgentContainer(victim);
+      const restartMs = Date.now() - t0;
+      // the restarted agent is live (renewed its Lease with its bound token) before the status counts
+      await until(
+        `the restarted agent of ${victim} to renew its Lease`,
+        async () => {
+          const lease = await leases.readNamespacedLease({
+            namespace: KEY_NAMESPACE,
+            name: agentLeaseName(victim),
+          });
+          return (lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0) >= t0;
+        },
+        RECOVER_MS,
+        250,
+      );
+      deviceAfter = await wgIndex(victim);
+      await allEncrypted(members, RECOVER_MS);
+      mesh.settled();
+      report(
+        `${name}: podman restart of ${victim}'s agent took ${(restartMs / 1000).toFixed(1)} s; all pairs encrypted again ${((Date.now() - t0) / 1000).toFixed(1)} s after it began`,
+      );
+    },
+  );
+  report(describeMesh(name, r));
+  report(`${name}: ${victim}'s device index ${deviceBefore} before, ${deviceAfter} after the restart`);
+  return { r, before, after: await d.inspect(d.agentContainer(victim)), deviceBefore, deviceAfter };
+}
+
+/** The overlay's fail-closed mode, and a wait until `node`'s rules run in it. */
+async function setMode(mode: 'FailClosed' | 'Monitor', node: string): Promise<void> {
+  await custom.patchClusterCustomObject(
+    {
+      group: GROUP,
+      version: VERSION,
+      plural: OVERLAY_NETWORK_PLURAL,
+      name: overlay,
+      body: { spec: { dataPlane: { mode, protectedRanges: [POD_RANGE] } } },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  await until(
+    `${node}'s rules in ${mode} mode`,
+    async () => {
+      const rules = await new NftFirewall({ run: deployment!.lab.runner(node) }).read();
+      return [...(rules?.values() ?? [])].some((o) => o.mode === mode);
+    },
+    60_000,
+    250,
+  );
+}
+
 test(
   'c: podman restart of one agent while every pair is probed: the device dies with the container, every packet is encrypted or dropped (none in the clear on the underlay), and every pair is encrypted again',
   () =>
     scenario('c', async () => {
-      const d = deployment!;
       const victim = members[1]!;
-      const before = await d.inspect(d.agentContainer(victim));
-      const deviceBefore = await wgIndex(victim);
-      let deviceAfter = deviceBefore;
-      let restartMs = 0;
-      const r: MeshReport<void> = await probeMesh(
-        {
-          lab: d.lab,
-          members: members.map((name) => ({ name, index: d.lab.node(name).index })),
-          protectedRanges: [POD_RANGE, ADDRESS_POOL],
-          port: PORT,
-          marker: MARKER,
-          tcp: { from: members[0]!, to: { name: victim, index: d.lab.node(victim).index } },
-          intervalMs: INTERVAL_MS,
-        },
-        async (mesh) => {
-          await sleep(1000);
-          const t0 = Date.now();
-          await d.restartAgentContainer(victim);
-          restartMs = Date.now() - t0;
-          // the restarted agent is live (renewed its Lease with its bound token) before the status counts
-          await until(
-            `the restarted agent of ${victim} to renew its Lease`,
-            async () => {
-              const lease = await leases.readNamespacedLease({
-                namespace: KEY_NAMESPACE,
-                name: agentLeaseName(victim),
-              });
-              return (lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0) >= t0;
-            },
-            RECOVER_MS,
-            250,
-          );
-          deviceAfter = await wgIndex(victim);
-          await allEncrypted(members, RECOVER_MS);
-          mesh.settled();
-          report(
-            `c: podman restart of ${victim}'s agent took ${(restartMs / 1000).toFixed(1)} s; all pairs encrypted again ${((Date.now() - t0) / 1000).toFixed(1)} s after it began`,
-          );
-        },
-      );
-      report(describeMesh('c (podman restart)', r));
-      const after = await d.inspect(d.agentContainer(victim));
+      const { r, before, after, deviceBefore, deviceAfter } = await restartUnderProbes('c', victim);
       // it was restarted: a new first process, started after the restart began
       expect(after.State.Pid).not.toBe(before.State.Pid);
       expect(Date.parse(after.State.StartedAt)).toBeGreaterThan(Date.parse(before.State.StartedAt));
       // wireguard-go was the old agent's child: its device went with the container, the new agent made one
-      report(`c: ${victim}'s device index ${deviceBefore} before, ${deviceAfter} after the restart`);
       expect(deviceAfter).not.toBe(deviceBefore);
       // never in the clear: no packet to or from a pod CIDR or tunnel address on the underlay, no probe payload
       expect(r.underlay.truncated).toBe(false);
@@ -420,12 +460,28 @@ test(
         );
       expect(silent).toEqual([]);
       expect(r.tcp?.received).toBeGreaterThan(0);
-      report(`c: ${victim}'s rules matched ${await matchedPackets(d.lab, victim)} packets in all`);
     }),
   RECOVER_MS + 90_000,
 );
 
-test('d: no API request of the operator or an agent was refused: config/rbac grants what the containers use', () => {
+test(
+  'd (control): in Monitor mode the same podman restart sends plaintext over the underlay, so c can fail',
+  () =>
+    scenario('d', async () => {
+      const victim = members[2]!;
+      await setMode('Monitor', victim);
+      try {
+        const { r } = await restartUnderProbes('d (control, Monitor)', victim);
+        expect(r.plaintext.total).toBeGreaterThan(0);
+        expect(r.underlay.marker).toBe(true);
+      } finally {
+        await setMode('FailClosed', victim);
+      }
+    }),
+  RECOVER_MS + 150_000,
+);
+
+test('e: no API request of the operator or an agent was refused: config/rbac grants what the containers use', () => {
   const logs = deployment!.logs();
   const forbidden = [logs.operator, ...Object.values(logs.nodes)]
     .flatMap((log) => log.split('\n'))

@@ -93,6 +93,8 @@ if [[ ! -s $tarball ]]; then
     die "node in the root filesystem does not report v$version"
   tar --numeric-owner -C "$rootfs" -cf "$tarball.partial" .
   mv "$tarball.partial" "$tarball"
+  # earlier bases (other keys) are not used again
+  find "$cache" -maxdepth 1 -name 'base-*.tar' ! -name "base-$key.tar" -delete
   say "root filesystem built in $((SECONDS - t0)) s ($(du -h "$tarball" | cut -f1)), cached as $tarball"
 fi
 ca_env=()

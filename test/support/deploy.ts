@@ -248,8 +248,13 @@ function buildImage(): Promise<void> {
       'bash',
       [resolve(repoRoot, 'hack/image/build.sh')],
       { timeout: 900_000, killSignal: 'SIGKILL', maxBuffer: 64 << 20 },
-      (err, _stdout, stderr) =>
-        err ? fail(new Error(`hack/image/build.sh failed: ${stderr.trim().slice(-2000)}`)) : ok(),
+      (err, _stdout, stderr) => {
+        if (err) return fail(new Error(`hack/image/build.sh failed: ${stderr.trim().slice(-2000)}`));
+        // its figure: how long the build took (cold, or seconds when current)
+        const line = stderr.split('\n').find((l) => l.startsWith('image/build.sh:'));
+        if (line) process.stdout.write(`${line}\n`);
+        ok();
+      },
     );
   });
 }

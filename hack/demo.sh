@@ -12,6 +12,9 @@
 # everything, control plane included, elsewhere; SEALMESH_KEEP_CLUSTER=1 makes `down` keep the control plane.
 # SEALMESH_INSTALL=helm installs the namespaces, CRDs, RBAC and admission policies with the Helm chart
 # (charts/sealmesh, release sealmesh; helm built once by hack/tools/build.sh) instead of applying config/.
+# SEALMESH_RUNTIME=container runs the operator and the agents as the image (`npm run image`, built here when
+# needed) under podman, with the pod specs of config/agent and config/manager applied as written
+# (hack/deploy/container.ts); its logs are $demo/operator.log and $SEALMESH_LAB_DIR/<node>.agent.log.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -91,19 +94,32 @@ down() {
 up() {
   local t0=$SECONDS
   bash hack/bootstrap.sh
-  # The operator and the agents run from the compiled build, as the image runs them.
+  local runtime=${SEALMESH_RUNTIME:-process}
+  [[ $runtime == process || $runtime == container ]] || die "SEALMESH_RUNTIME is process or container, not $runtime"
+  # The operator and the agents run from the compiled build (process mode) or the image built from it
+  # (container mode); the kubectl plugin below runs from dist/ either way.
   say "npm run build"
   npm run --silent build >&2
+  if [[ $runtime == container ]]; then
+    say "npm run image"
+    bash hack/image/build.sh >/dev/null
+  fi
   bash hack/cluster.sh up
   # A previous demo (crashed or not) goes first; lab.sh up removes its lab, its Node objects with it.
   stop_operator
   mkdir -p "$demo"
   chmod 700 "$demo"
   tsx hack/deploy.ts install "$demo"
-  tsx hack/deploy.ts start-operator "$demo" --build
   local agent_cmd
-  agent_cmd=$(tsx hack/deploy.ts agent-cmd "$demo" "$SEALMESH_LAB_DIR/agents" --build)
-  bash hack/lab.sh up --nodes "$nodes" --agent-cmd "$agent_cmd" >/dev/null
+  if [[ $runtime == container ]]; then
+    agent_cmd=$(tsx hack/deploy.ts agent-container-cmd)
+    bash hack/lab.sh up --nodes "$nodes" --agent-cmd "$agent_cmd" --agent-host >/dev/null
+    tsx hack/deploy.ts start-operator-container "$demo"
+  else
+    tsx hack/deploy.ts start-operator "$demo" --build
+    agent_cmd=$(tsx hack/deploy.ts agent-cmd "$demo" "$SEALMESH_LAB_DIR/agents" --build)
+    bash hack/lab.sh up --nodes "$nodes" --agent-cmd "$agent_cmd" >/dev/null
+  fi
   local lab_nodes
   lab_nodes=$(bash hack/lab.sh nodes | paste -sd, -)
   # The sample selects kubernetes.io/os=linux, which every lab Node carries: it is applied unchanged.
@@ -123,7 +139,7 @@ up() {
   PATH=$root/bin:$PATH "$(bash hack/kube/build.sh)/kubectl" sealmesh status
   cat <<EOF
 
-Running: the operator (log $demo/operator.log), $nodes lab nodes with an agent each (logs $SEALMESH_LAB_DIR/<node>.log).
+Running ($runtime mode): the operator (log $demo/operator.log), $nodes lab nodes with an agent each (logs $SEALMESH_LAB_DIR/<node>.log$([[ $runtime == container ]] && echo ", <node>.agent.log; podman ps")).
   export KUBECONFIG=$KUBECONFIG PATH=$root/bin:\$PATH
   kubectl get nodetunnels; kubectl sealmesh status
   hack/lab.sh exec <node> -- wg show          (with SEALMESH_LAB_DIR=$SEALMESH_LAB_DIR)

@@ -6,6 +6,11 @@
 //   tsx hack/deploy.ts start-operator DIR [--build]        the operator in its own session; DIR/operator.{log,pid}
 //   tsx hack/deploy.ts agent-cmd DIR STATE_ROOT [--build]  print the command lab.sh runs in every node
 //   tsx hack/deploy.ts wait OVERLAY NODES SECONDS          until every pair of NODES (comma-separated) is encrypted
+// Container mode (SEALMESH_RUNTIME=container, hack/deploy/container.ts; the image from `npm run image`):
+//   tsx hack/deploy.ts agent-container-cmd                 print the command lab.sh runs (--agent-host) per node
+//   tsx hack/deploy.ts agent-container                     (that command) the node's agent pod as a container
+//   tsx hack/deploy.ts start-operator-container DIR        the operator's pod in the lab ($SEALMESH_LAB_DIR);
+//                                                          its log DIR/operator.log
 //
 // --build runs the compiled JavaScript in dist/ (`npm run build`, what the image runs) instead of the source.
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -23,6 +28,7 @@ import {
   writeAgentKubeconfigTemplate,
   writeServiceAccountKubeconfig,
 } from './deploy/deploy.js';
+import { agentContainerCommand, startAgentContainer, startOperatorInLab } from './deploy/container.js';
 
 const say = (msg: string) => process.stderr.write(`deploy: ${msg}\n`);
 /** progress lines stay one terminal line or two; the full reason comes with a failure */
@@ -81,6 +87,22 @@ async function main(argv: string[]): Promise<number> {
       );
       return 0;
     }
+    case 'agent-container-cmd':
+      process.stdout.write(`${agentContainerCommand(resolve(adminKubeconfig()))}\n`);
+      return 0;
+    case 'agent-container': {
+      const id = await startAgentContainer(loadKubeConfig());
+      say(`agent container of ${process.env.NODE_NAME} started (${id.slice(0, 12)})`);
+      return 0;
+    }
+    case 'start-operator-container': {
+      const [dir] = args;
+      const labDir = process.env.SEALMESH_LAB_DIR;
+      if (!dir || !labDir) break;
+      const name = await startOperatorInLab(loadKubeConfig(), labDir, resolve(dir));
+      say(`operator container ${name} started (log ${resolve(dir, 'operator.log')})`);
+      return 0;
+    }
     case 'wait': {
       const [overlay, nodes, seconds] = args;
       if (!overlay || !nodes || !seconds || !(Number(seconds) > 0)) break;
@@ -104,7 +126,7 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   process.stderr.write(
-    'usage: tsx hack/deploy.ts install DIR | start-operator DIR [--build] | agent-cmd DIR STATE_ROOT [--build] | wait OVERLAY NODES SECONDS\n',
+    'usage: tsx hack/deploy.ts install DIR | start-operator DIR [--build] | agent-cmd DIR STATE_ROOT [--build] | wait OVERLAY NODES SECONDS | agent-container-cmd | agent-container | start-operator-container DIR\n',
   );
   return 2;
 }

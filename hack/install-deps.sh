@@ -8,6 +8,9 @@
 #   nftables         nft (fail-closed rules) iputils-ping ping over the tunnel
 #   util-linux       nsenter, unshare (per-node mount namespaces)
 #   socat            relays the API server on 127.0.0.1 into lab nodes (over a unix socket)
+#
+# With --image also what builds and runs the image (hack/image/build.sh, the lab's container mode):
+#   podman  runc  (the runtime podman is run with)  debootstrap  (the base image's root filesystem)
 set -euo pipefail
 
 # command -> the Debian package that provides it
@@ -22,6 +25,11 @@ declare -A wanted=(
   [unshare]=util-linux
   [socat]=socat
 )
+if [[ ${1:-} == --image ]]; then
+  wanted[podman]=podman
+  wanted[runc]=runc
+  wanted[debootstrap]=debootstrap
+fi
 
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -2,7 +2,8 @@
 # The node lab: N "nodes", each a network namespace plus its own mount namespace, joined by veth pairs to a
 # bridge that lives in a dedicated underlay namespace, so nothing here touches the host's real network.
 #
-#   hack/lab.sh up --nodes N [--no-k8s] [--agent-cmd CMD]   (re)create the lab; a stale lab is removed first
+#   hack/lab.sh up --nodes N [--no-k8s] [--agent-cmd CMD] [--agent-host]
+#                                                             (re)create the lab; a stale lab is removed first
 #   hack/lab.sh add-node [--label K=V]...                    one more node joins a running lab
 #   hack/lab.sh down                                          remove everything `up` made (idempotent)
 #   hack/lab.sh status                                        what exists, what runs
@@ -10,10 +11,13 @@
 #   hack/lab.sh info                                          node name, index, underlay IP, pod CIDR a line
 #   hack/lab.sh exec NODE -- CMD...                           run CMD inside NODE (its net + mount namespaces)
 #   hack/lab.sh start NODE LABEL -- CMD...                    start CMD in NODE in the background (logged, PID kept)
+#   hack/lab.sh pod NAME                                      a pod's own network namespace (lo, the API relay):
+#                                                             prints its path; `down` removes it
 #
 # Why a mount namespace per node: wireguard-go keeps its control socket at /var/run/wireguard/<if>.sock, so
-# two nodes with a wg0 each would fight over one socket. Each node gets a private tmpfs there (and its own
-# /sys, so /sys/class/net shows the node's links). The namespace is kept alive by bind-mounting it onto a file
+# two nodes with a wg0 each would fight over one socket. Each node gets a private directory there (and its
+# own /sys, so /sys/class/net shows the node's links): <state dir>/root/<node>/var/run/wireguard, the node's
+# "host path" that a container's hostPath volume of /var/run/wireguard binds too. The namespace is kept alive by bind-mounting it onto a file
 # under the state dir, which is itself a private mount so the bind never propagates anywhere.
 #
 # Node i (from 1): Kubernetes name lab-<run>-n<i>, underlay 198.18.0.(i+1)/24 on eth0, pod CIDR 10.244.i.0/24.
@@ -25,6 +29,11 @@
 # per lab node is created with those addresses and the label sealmesh.io/lab=<run>, and the API server (which
 # listens on 127.0.0.1 of the host) is relayed to 127.0.0.1:<same port> inside every node through a unix
 # socket, so .local/kubeconfig works unchanged inside a node.
+#
+# Container mode (--agent-host): the agent command runs in the host's namespaces with NODE_NAME, LAB_NETNS
+# (the node's network namespace) and LAB_NODE_ROOT (<state dir>/root/<node>, where the node's hostPath
+# volumes live) set; it starts the agent as a container (hack/deploy/container.ts) that joins the node's
+# network namespace. `down` removes every container labelled sealmesh.io/lab=<run> first.
 #
 # Environment: SEALMESH_LAB_DIR (state dir, default <repo>/.local/lab; tests use their own so they never
 # touch a demo lab), KUBECONFIG (default <repo>/.local/kubeconfig), KUBECTL (default: hack/kube/build.sh's).
@@ -62,7 +71,7 @@ state_set() {
   mv "$state.tmp" "$state"
 }
 load_state() {
-  RUN='' UNDERLAY='' K8S=0 NEXT=1 AGENT_CMD='' NSDIR_MOUNTED=0 API_PORT=''
+  RUN='' UNDERLAY='' K8S=0 NEXT=1 AGENT_CMD='' NSDIR_MOUNTED=0 API_PORT='' AGENT_HOST=0 CONTAINERS=0 PODS=''
   # shellcheck disable=SC1090
   [[ -f $state ]] && source "$state"
   NODES=()
@@ -91,14 +100,17 @@ record_pid() { echo "$1 $(proc_start "$1") $2 $3" >>"$labdir/pids"; }
 
 # start_in_node NODE LABEL CMD... : the hook agents use. Runs CMD inside NODE in its own session, output to
 # <labdir>/<node>.log, PID recorded so `down` stops exactly this process.
+# With --agent-host the agent's command runs in the host's namespaces (it starts a container in the node).
 start_in_node() {
   local node=$1 label=$2
   shift 2
   local log=$labdir/$node.log
+  local enter=(nsenter --net="/run/netns/$node" --mount="$nsdir/$node.mnt" --wd="$PWD" --)
+  [[ $label == agent ]] && ((AGENT_HOST)) && enter=()
   echo "--- $(date -u +%FT%TZ) start $label: $*" >>"$log"
-  NODE_NAME=$node SEALMESH_LAB_RUN=$RUN KUBECONFIG=$kubeconfig \
-    setsid nsenter --net="/run/netns/$node" --mount="$nsdir/$node.mnt" --wd="$PWD" -- "$@" \
-    </dev/null >>"$log" 2>&1 &
+  NODE_NAME=$node SEALMESH_LAB_RUN=$RUN KUBECONFIG=$kubeconfig LAB_NETNS=/run/netns/$node \
+    LAB_NODE_ROOT=$labdir/root/$node SEALMESH_LAB_DIR=$labdir \
+    setsid "${enter[@]}" "$@" </dev/null >>"$log" 2>&1 &
   record_pid $! "$node" "$label"
   say "started $label in $node (pid $!, log $log)"
 }
@@ -169,16 +181,16 @@ create_node() { # create_node INDEX
   ip -n "$node" addr add "10.244.$i.1/32" dev lo
 
   : >"$nsdir/$node.mnt"
-  mkdir -p "$wgrun"
+  mkdir -p "$wgrun" "$labdir/root/$node$wgrun"
   # The new mount namespace is a slave copy of the host's: /run/netns changes still reach it, nothing it
-  # mounts goes back. Inside it: drop the copies of other nodes' namespace files, private tmpfs for
-  # wireguard-go's sockets, sysfs of this node's network namespace.
+  # mounts goes back. Inside it: drop the copies of other nodes' namespace files, the node's own directory
+  # for wireguard-go's sockets, sysfs of this node's network namespace.
   nsenter --net="/run/netns/$node" -- unshare --mount="$nsdir/$node.mnt" --propagation slave -- /bin/sh -ec '
     umount -l "$1" 2>/dev/null || true
-    mount -t tmpfs -o mode=0755,size=1m sealmesh-lab-wg "$2"
+    mount --bind "$3" "$2"
     umount -l /sys
     mount -t sysfs sealmesh-lab-sys /sys
-  ' sh "$nsdir" "$wgrun"
+  ' sh "$nsdir" "$wgrun" "$labdir/root/$node$wgrun"
 
   if ((K8S)); then create_node_object "$node" "$ip" "$pod"; fi
   if ((K8S)) && [[ -n $API_PORT ]]; then
@@ -231,9 +243,38 @@ start_api_relay() {
   fi
 }
 
+# Containers this lab started (the agents', a pod's): removed before anything else, so a restart policy
+# never brings one back while its namespace goes.
+remove_containers() {
+  ((CONTAINERS)) && [[ -n $RUN ]] && command -v podman >/dev/null || return 0
+  local ids
+  ids=$(podman ps -aq --filter "label=sealmesh.io/lab=$RUN" 2>/dev/null) || true
+  [[ -z $ids ]] || podman rm -f -t 3 $ids >/dev/null 2>&1 || true
+}
+
+cmd_pod() {
+  local name=${1:-}
+  [[ $name =~ ^[a-z0-9-]+$ ]] || die "usage: hack/lab.sh pod NAME (lower-case letters, digits, -)"
+  need_root
+  load_state
+  [[ -n $RUN ]] || die "pod: no lab is running (hack/lab.sh up --nodes N)"
+  local ns=lab-$RUN-$name
+  state_set CONTAINERS 1
+  state_set PODS "$PODS $ns"
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  if [[ -n $API_PORT ]]; then
+    echo "--- $(date -u +%FT%TZ) start apiserver-relay in pod $name" >>"$labdir/$name.log"
+    setsid nsenter --net="/run/netns/$ns" -- socat "TCP-LISTEN:$API_PORT,bind=127.0.0.1,fork,reuseaddr" \
+      "UNIX-CONNECT:$labdir/apiserver.sock" </dev/null >>"$labdir/$name.log" 2>&1 &
+    record_pid $! "$name" apiserver-relay
+  fi
+  echo "/run/netns/$ns"
+}
+
 # --- commands ----------------------------------------------------------------------------------------------
 cmd_up() {
-  local n=0 k8s=1 agent=''
+  local n=0 k8s=1 agent='' agent_host=0
   while (($#)); do
     case $1 in
       --nodes) n=${2:?--nodes needs a number}; shift 2 ;;
@@ -241,6 +282,7 @@ cmd_up() {
       --no-k8s) k8s=0; shift ;;
       --agent-cmd) agent=${2:?--agent-cmd needs a command}; shift 2 ;;
       --agent-cmd=*) agent=${1#*=}; shift ;;
+      --agent-host) agent_host=1; shift ;;
       *) die "up: unknown argument $1" ;;
     esac
   done
@@ -255,11 +297,13 @@ cmd_up() {
   mkdir -p "$labdir" "$nsdir"
   load_state
   RUN=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
-  UNDERLAY=lab-$RUN-underlay K8S=$k8s AGENT_CMD=$agent
+  UNDERLAY=lab-$RUN-underlay K8S=$k8s AGENT_CMD=$agent AGENT_HOST=$agent_host CONTAINERS=$agent_host
   state_set RUN "$RUN"
   state_set UNDERLAY "$UNDERLAY"
   state_set K8S "$K8S"
   state_set AGENT_CMD "$AGENT_CMD"
+  state_set AGENT_HOST "$AGENT_HOST"
+  state_set CONTAINERS "$CONTAINERS"
   state_set KUBECONFIG_PATH "$kubeconfig"
   # A failure half-way leaves the state behind; `down` (or the next `up`) removes it.
   trap 'rc=$?; ((rc == 0)) || echo "lab.sh: up failed; hack/lab.sh down removes what was made" >&2' EXIT
@@ -315,7 +359,9 @@ cmd_down() {
   load_state
   [[ -d $labdir ]] || return 0
   local t0=$SECONDS
+  # the recorded processes first: an agent's start command still running would start a container after
   kill_recorded
+  remove_containers
   # Whatever still runs inside a node's network namespace was started in it through this lab (wireguard-go
   # daemonizes, so its PID is never recorded): stop it before the namespace goes, all nodes at once since
   # wireguard-go takes a second or two to wind down.
@@ -331,6 +377,8 @@ cmd_down() {
     [[ -e /run/netns/$node ]] && { ip netns del "$node" 2>/dev/null || true; }
     [[ -e $nsdir/$node.mnt ]] && { umount "$nsdir/$node.mnt" 2>/dev/null || umount -l "$nsdir/$node.mnt" 2>/dev/null || true; }
   done
+  local pod
+  for pod in $PODS; do [[ -e /run/netns/$pod ]] && { ip netns del "$pod" 2>/dev/null || true; }; done
   if [[ -n $UNDERLAY && -e /run/netns/$UNDERLAY ]]; then ip netns del "$UNDERLAY" 2>/dev/null || true; fi
   if ((NSDIR_MOUNTED)); then umount "$nsdir" 2>/dev/null || umount -l "$nsdir" 2>/dev/null || true; fi
 
@@ -403,5 +451,6 @@ case $sub in
   info) [[ -f $labdir/nodes ]] && cat "$labdir/nodes" ;;
   exec) cmd_exec "$@" ;;
   start) cmd_start "$@" ;;
-  *) die "usage: hack/lab.sh up --nodes N [--no-k8s] [--agent-cmd CMD] | add-node | down | status | nodes | info | exec NODE -- CMD | start NODE LABEL -- CMD" ;;
+  pod) cmd_pod "$@" ;;
+  *) die "usage: hack/lab.sh up --nodes N [--no-k8s] [--agent-cmd CMD] [--agent-host] | add-node | down | status | nodes | info | exec NODE -- CMD | start NODE LABEL -- CMD" ;;
 esac

@@ -1,6 +1,6 @@
 // WireGuardDevice on top of the `ip` and `wg` command-line tools. Kernel WireGuard when `ip link add type
 // wireguard` works, else wireguard-go (a daemon with its control socket at /var/run/wireguard/<if>.sock; in
-// a lab node that directory is a private tmpfs of the node's mount namespace).
+// a lab node that directory is private to the node's mount namespace: a directory of the lab bound over it).
 //
 // Key material never goes on a command line (every user can read /proc/*/cmdline): it is written to 0600
 // files in a fresh 0700 directory (on tmpfs where there is one), handed to `wg` by path and removed right

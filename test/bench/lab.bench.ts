@@ -38,6 +38,7 @@ import { Informer } from '../../lib/runtime/informer.js';
 import { KubeRest } from '../../lib/runtime/rest.js';
 import { kubeConfig, repoRoot, uniqueName } from '../support/cluster.js';
 import { Deployment } from '../support/deploy.js';
+import { agentSteps, describeTimeline, JoinWatch, joinTimeline, type Timeline } from './jointimeline.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // configuration
@@ -98,6 +99,8 @@ interface JoinFigures {
   tunnelFromNodeSeconds: number;
   /** the measured node left again (before the next join): label set -> its tunnel gone, the rest encrypted */
   leaveSeconds?: number;
+  /** each step of the join, seconds after the Node was created (jointimeline.ts) */
+  timeline: Timeline;
 }
 
 interface LabFigures {
@@ -124,6 +127,7 @@ class LabRun {
   private readonly nodeSeen = new Map<string, number>();
   deployment: Deployment | undefined;
   private overlayCreated = false;
+  private joinWatch: JoinWatch | undefined;
 
   constructor(private readonly kc: KubeConfig) {
     this.custom = kc.makeApiClient(CustomObjectsApi);
@@ -150,6 +154,8 @@ class LabRun {
     this.nodeWatch.start();
     if (!(await this.nodeWatch.waitForSync()))
       throw new Error('the Node watch stopped before its first list');
+    this.joinWatch = new JoinWatch(this.kc, this.overlay, KEY_NAMESPACE);
+    await this.joinWatch.start();
     return lab.nodes.map((x) => x.name);
   }
 
@@ -241,6 +247,7 @@ class LabRun {
     const tNode = await until(`the Node watch to see ${node.name}`, 10_000, () =>
       Promise.resolve(this.nodeSeen.get(node.name)),
     );
+    const others = [...members];
     members.push(node.name);
     let statusAt = 0;
     let tunnelAt = 0;
@@ -273,12 +280,19 @@ class LabRun {
       fromAddNodeSeconds: (statusAt - tReturn) / 1000,
       addNodeSeconds: (tReturn - tCall) / 1000,
       tunnelFromNodeSeconds: (tunnelAt - tNode) / 1000,
+      timeline: joinTimeline(tNode, {
+        tunnelCreated: this.joinWatch?.tunnelSeen.get(node.name),
+        secretWritten: this.joinWatch?.secretSeen.get(node.name),
+        ...agentSteps(this.deployment!.logs().nodes, node.name, others, this.overlay, tCall),
+        counted: statusAt,
+      }),
     };
     log(
       `L=${L}: ${node.name} joined: all ${pairs(L + 1)} pairs encrypted ${figures.fromNodeSeconds.toFixed(1)} s after ` +
         `its Node was created, ${figures.fromAddNodeSeconds.toFixed(1)} s after add-node returned ` +
         `(add-node took ${figures.addNodeSeconds.toFixed(1)} s)`,
     );
+    log(`L=${L}: ${node.name} timeline after its Node: ${describeTimeline(figures.timeline)}`);
     return figures;
   }
 
@@ -328,6 +342,7 @@ class LabRun {
       this.overlayCreated = false;
     }
     await this.nodeWatch?.stop();
+    await this.joinWatch?.stop();
     const d = this.deployment;
     this.deployment = undefined;
     if (d) {

@@ -9,7 +9,6 @@
 //   3. no PSK or envelope key seen during the run is in any API object, Event or log.
 // Full and PSK-only rotations with hybrid sealing: test/e2e/rotation.test.ts (its agents publish ML-KEM keys,
 // and it checks every value it opens is hybrid).
-import { resolve } from 'node:path';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import {
   API_VERSION,
@@ -109,7 +108,7 @@ async function sealedPairs(): Promise<Map<string, { kinds: string[]; fingerprint
     for (const p of payload.pairs) {
       const kinds: string[] = [];
       for (const node of [p.a, p.b]) {
-        const env = nodeEnvelope(resolve(deployment!.lab.dir, 'agents', node));
+        const env = nodeEnvelope(deployment!.agentStateDir(node));
         if (!env) throw new Error(`no envelope keys in ${node}'s state dir`);
         for (const t of env.texts) seen.set(t, `envelope key of ${node}`);
         const sealed = p.sealed[node]!;

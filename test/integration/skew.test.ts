@@ -134,7 +134,7 @@ afterAll(async () => {
   await core.deleteNamespace({ name: namespace });
 });
 
-test('an agent outside the supported skew is named, a rotation is refused naming it, and starts once it is upgraded', async () => {
+test('an agent outside the supported skew is named, a rotation is refused naming it, and starts once it is upgraded (agents one release older and newer take part)', async () => {
   // named: Degraded and one Event; its pairs carry on, so Ready stays True
   const degraded = await until('Degraded AgentVersionSkew', async () => {
     const c = condition(await overlay(), 'Degraded');
@@ -172,7 +172,10 @@ test('an agent outside the supported skew is named, a rotation is refused naming
   expect(await events('RotationStarted')).toEqual([]);
   expect((await events('RotationRefused')).map((e) => e.count ?? 1)).toEqual([1]);
 
-  // upgraded to one release behind the operator, reading its key payload: inside the skew
+  // n3 upgraded to one release behind the operator, n1 one release ahead (both read its key payload): inside
+  // the skew either way
+  standIns.get(1)!.agent = { version: '0.3.0', keyPayloads: [2, 3] };
+  await standIns.get(1)!.publishKeys();
   standIns.get(3)!.agent = { version: '0.1.9', keyPayloads: [2] };
   await standIns.get(3)!.publishKeys();
   const started = await until('the rotation starts', async () => {

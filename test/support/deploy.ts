@@ -1,6 +1,8 @@
 // sealmesh deployed for an e2e test the way the demo does it (hack/deploy/deploy.ts): config/ applied for
 // real, the operator as a child process and one agent per lab node, each with a token of its own service
-// account, so the tests run under the RBAC users get. Everything a Deployment starts is stopped by PID in
+// account, so the tests run under the RBAC users get. With runtime 'container' (the default when
+// SEALMESH_RUNTIME=container) the operator and the agents are the image under podman, with config/'s pod specs
+// (hack/deploy/container.ts); the lab's `down` removes their containers. Everything a Deployment starts is stopped by PID in
 // down(); a test process that died before its afterAll leaves an owner file behind, and the next up() stops
 // what it left (its operator; Lab.up reaps its lab).
 import { execFile, type ChildProcess } from 'node:child_process';
@@ -16,6 +18,13 @@ import {
   startOperatorProcess,
   writeServiceAccountKubeconfig,
 } from '../../hack/deploy/deploy.js';
+import {
+  agentContainerCommand,
+  agentContainerName,
+  podman,
+  startOperatorInLab,
+  type PodmanInspect,
+} from '../../hack/deploy/container.js';
 import { kubeconfigPath, repoRoot } from './cluster.js';
 import { Lab } from './lab.js';
 
@@ -24,11 +33,15 @@ const prefix = 'e2e-deploy-';
 /** An hour: enough for a test run, and a token left behind is not good for long. */
 const TOKEN_SECONDS = 3600;
 
+export type Runtime = 'process' | 'container';
+
 export interface DeploymentOptions {
   nodes: number;
   kc: KubeConfig;
   /** environment of every agent the lab starts (e.g. SEALMESH_POST_QUANTUM=off: agents as before issue #17) */
   agentEnv?: Record<string, string>;
+  /** default: SEALMESH_RUNTIME, else 'process' */
+  runtime?: Runtime;
 }
 
 /** `cmd` run with `env` exported first (names and values are the test's own, quoted). */
@@ -36,6 +49,11 @@ export function withEnv(cmd: string, env: Record<string, string> = {}): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const exports = Object.entries(env).map(([k, v]) => `export ${k}=${q(v)}`);
   return [...exports, cmd].join(' && ');
+}
+
+/** The runtime SEALMESH_RUNTIME asks for (process unless it says container). */
+export function runtimeFromEnv(): Runtime {
+  return process.env.SEALMESH_RUNTIME === 'container' ? 'container' : 'process';
 }
 
 export class Deployment {
@@ -51,6 +69,7 @@ export class Deployment {
     readonly agentCmd: string,
     /** the agent command without DeploymentOptions.agentEnv */
     readonly baseAgentCmd: string = agentCmd,
+    readonly runtime: Runtime = 'process',
   ) {
     if (operator) this.supervise(operator);
   }
@@ -87,6 +106,7 @@ export class Deployment {
     const dir = resolve(parent, `${prefix}${id}`);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileSync(resolve(dir, 'owner'), `${process.pid}\n`);
+    if ((o.runtime ?? runtimeFromEnv()) === 'container') return Deployment.upContainers(o, id, dir);
     let operator: ChildProcess | undefined;
     try {
       await applyBase(kubeconfigPath);
@@ -117,6 +137,57 @@ export class Deployment {
       rmSync(dir, { recursive: true, force: true });
       throw err;
     }
+  }
+
+  /**
+   * Container mode: the image (built when missing or stale; seconds when current), the lab with an agent
+   * container per node (lab.sh --agent-host), the operator's container in a network namespace of its own.
+   */
+  private static async upContainers(o: DeploymentOptions, id: string, dir: string): Promise<Deployment> {
+    const labDir = resolve(parent, `lab-test-${id}`);
+    const agentCmd = agentContainerCommand(kubeconfigPath);
+    let lab: Lab | undefined;
+    try {
+      await buildImage();
+      await applyBase(kubeconfigPath);
+      lab = await Lab.up({ nodes: o.nodes, agentCmd, agentHost: true, dir: labDir });
+      await startOperatorInLab(o.kc, labDir, dir);
+      return new Deployment(dir, lab, undefined, agentCmd, agentCmd, 'container');
+    } catch (err) {
+      await lab?.down().catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Where the agent of `node` keeps its keys (the DaemonSet's hostPath /var/lib/sealmesh in container mode). */
+  agentStateDir(node: string): string {
+    return this.runtime === 'container'
+      ? resolve(this.lab.dir, 'root', node, 'var/lib/sealmesh')
+      : resolve(this.lab.dir, 'agents', node);
+  }
+
+  /** Container mode: the name of the agent's container on `node`. */
+  agentContainer(node: string): string {
+    return agentContainerName(node);
+  }
+
+  /** Container mode: `podman restart` of the agent's container on `node` (stop: SIGTERM, 10 s, SIGKILL). */
+  async restartAgentContainer(node: string): Promise<void> {
+    await podman(['restart', agentContainerName(node)], 60_000);
+  }
+
+  /** Container mode: `podman inspect` of a container, parsed. */
+  async inspect(container: string): Promise<PodmanInspect> {
+    const out = await podman(['inspect', container], 30_000);
+    const [first] = JSON.parse(out) as PodmanInspect[];
+    if (!first) throw new Error(`podman inspect ${container}: nothing`);
+    return first;
+  }
+
+  /** Container mode: the operator's container. */
+  get operatorContainer(): string {
+    return `sealmesh-operator-${this.lab.run}`;
   }
 
   /** The PID of the agent running in `node` now, if one runs (lab.sh records every start). */
@@ -162,7 +233,9 @@ export class Deployment {
   logs(): { operator: string; nodes: Record<string, string> } {
     const read = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : '');
     const nodes: Record<string, string> = {};
-    for (const n of this.lab.nodes) nodes[n.name] = read(resolve(this.lab.dir, `${n.name}.log`));
+    for (const n of this.lab.nodes)
+      nodes[n.name] =
+        read(resolve(this.lab.dir, `${n.name}.log`)) + read(resolve(this.lab.dir, `${n.name}.agent.log`));
     return { operator: read(this.operatorLog), nodes };
   }
 
@@ -178,6 +251,24 @@ export class Deployment {
     rmSync(this.dir, { recursive: true, force: true });
     if (errors.length) throw new Error(`deployment down: ${errors.join('; ')}`);
   }
+}
+
+/** `npm run image` (hack/image/build.sh): builds it once, then podman's cache answers in seconds. */
+function buildImage(): Promise<void> {
+  return new Promise((ok, fail) => {
+    execFile(
+      'bash',
+      [resolve(repoRoot, 'hack/image/build.sh')],
+      { timeout: 900_000, killSignal: 'SIGKILL', maxBuffer: 64 << 20 },
+      (err, _stdout, stderr) => {
+        if (err) return fail(new Error(`hack/image/build.sh failed: ${stderr.trim().slice(-2000)}`));
+        // its figure: how long the build took (cold, or seconds when current)
+        const line = stderr.split('\n').find((l) => l.startsWith('image/build.sh:'));
+        if (line) process.stdout.write(`${line}\n`);
+        ok();
+      },
+    );
+  });
 }
 
 /** /proc start time of a process (guards against a recycled PID); undefined when it is gone. */

@@ -24,6 +24,8 @@ export interface LabOptions {
   /** create Node objects and relay the API server into the nodes (needs the control plane); default true */
   k8s?: boolean;
   agentCmd?: string;
+  /** run agentCmd in the host's namespaces (it starts the agent as a container in the node) */
+  agentHost?: boolean;
   /** state directory; default a fresh one under .local/ */
   dir?: string;
 }
@@ -58,6 +60,7 @@ export class Lab {
     const args = ['up', '--nodes', String(options.nodes)];
     if (options.k8s === false) args.push('--no-k8s');
     if (options.agentCmd) args.push('--agent-cmd', options.agentCmd);
+    if (options.agentHost) args.push('--agent-host');
     const result = await script(dir, args, 60_000);
     if (result.code !== 0) {
       // whatever got made before the failure goes again

@@ -266,11 +266,6 @@ export const OverlayNetworkStatusSchema = z
       })
       .optional()
       .describe('Pair counts.'),
-    postQuantumPairs: count(
-      'Pairs whose pre-shared key is sealed post-quantum: with a key derived from both an X25519 and an ' +
-        'ML-KEM-768 shared secret, because both nodes publish an ML-KEM key (NodeTunnel ' +
-        'status.envelopeMLKEMPublicKey). The PostQuantum condition names the nodes that do not.',
-    ).optional(),
     encryptedSummary: z
       .string()
       .max(32)

@@ -324,7 +324,6 @@ export class OverlayNetworkController {
         nonMemberPodCIDRs: nonMembers.cidrs.length > 0 ? nonMembers.cidrs : undefined,
         pairs: { ...pairs, unknown: pairs.unknown > 0 ? pairs.unknown : undefined },
         encryptedSummary: `${pairs.encrypted}/${pairs.total}`,
-        postQuantumPairs: pq.postQuantumPairs,
         conditions,
         nextRotationTime: schedule.nextRotationTime && formatTime(schedule.nextRotationTime),
         nextPresharedKeyRotationTime:

@@ -45,10 +45,6 @@ describe('countsOnly', () => {
     ).toBe(true);
   });
 
-  test('a new count of post-quantum pairs is a count (a joining node publishing its keys)', () => {
-    expect(countsOnly({ ...base, postQuantumPairs: 3 }, { ...base, postQuantumPairs: 6 })).toBe(true);
-  });
-
   test.each<[string, Partial<Status>]>([
     ['a condition changes status', { conditions: [cond('Ready', 'True', 'AllPairsEncrypted', '6/6')] }],
     ['a condition changes reason', { conditions: [cond('Ready', 'False', 'PairsDegraded', '3/6')] }],

@@ -226,7 +226,7 @@ export function invalidSpecCondition(generation: number | undefined, error: stri
 }
 
 /**
- * Whether two statuses differ only in pair counts: `pairs`, `encryptedSummary`, `postQuantumPairs` and the
+ * Whether two statuses differ only in pair counts: `pairs`, `encryptedSummary` and the
  * messages of conditions whose status and reason are unchanged.
  */
 export function countsOnly(a: Status, b: Status): boolean {
@@ -234,7 +234,6 @@ export function countsOnly(a: Status, b: Status): boolean {
     ...st,
     pairs: undefined,
     encryptedSummary: undefined,
-    postQuantumPairs: undefined,
     conditions: (st.conditions ?? []).map((c) => ({ ...c, message: undefined })),
   });
   return deepEqual(shape(a), shape(b));

@@ -71,9 +71,8 @@ test('the message names the classical nodes (ten at most) and never a key', () =
     ...Array.from({ length: 12 }, (_, i) => m(`old-${i + 10}`, undefined)),
   ];
   const c = postQuantumCondition(postQuantumFacts(members, 'PerPair'), 1);
-  expect(c.message).toContain('12 of 13 nodes publish no ML-KEM key (old-10, old-11');
+  expect(c.message).toContain('12 node(s) publish no ML-KEM key (old-10, old-11');
   expect(c.message).toContain('and 2 more');
-  expect(c.message).toContain('0/78 pairs post-quantum');
   for (const x of members) expect(c.message).not.toContain(x.envelopePublicKey!.slice(0, 12));
   expect(c.message).not.toContain(kemKey.slice(0, 12));
 });

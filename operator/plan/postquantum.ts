@@ -2,6 +2,8 @@
 // (STYLE 6): a pair's PSK is sealed hybrid (X25519 + ML-KEM-768, lib/hybrid.ts) when both of its nodes publish
 // a valid ML-KEM key, and with X25519 only otherwise. The plan follows the members in the same pass
 // (KeySecrets.sync runs before the status is written), so this is what the Secrets hold once that pass wrote.
+// The condition's messages carry no counts (the metric does): a joining node publishing its keys must not
+// cause a status write of its own (the operator bench's join target).
 import type { ConditionInput } from '../../lib/runtime/conditions.js';
 import { envelopeOf, type Member } from './keysecret.js';
 
@@ -57,8 +59,8 @@ export function postQuantumCondition(f: PostQuantumFacts, generation: number | u
       status: 'False',
       reason: 'ClassicalNodes',
       message:
-        `${f.classical.length} of ${f.nodes} nodes publish no ML-KEM key (${names}${more}): their pairs' ` +
-        `pre-shared keys are sealed with X25519 only (${f.postQuantumPairs}/${f.pairs} pairs post-quantum)`,
+        `${f.classical.length} node(s) publish no ML-KEM key (${names}${more}): their pairs' pre-shared keys ` +
+        'are sealed with X25519 only',
     };
   }
   return {
@@ -66,7 +68,7 @@ export function postQuantumCondition(f: PostQuantumFacts, generation: number | u
     status: 'True',
     reason: 'HybridSealed',
     message:
-      `every pair's pre-shared key is sealed with X25519 and ML-KEM-768 (${f.pairs} pairs); the WireGuard ` +
-      'handshake itself stays classical',
+      "every pair's pre-shared key is sealed with X25519 and ML-KEM-768; the WireGuard handshake itself " +
+      'stays classical',
   };
 }

@@ -154,7 +154,6 @@ test('kubectl get ovl and ntun show the printer columns', async () => {
       { type: 'Ready', status: 'True', reason: 'AllPairsEncrypted', message: '', lastTransitionTime: now },
       { type: 'PostQuantum', status: 'True', reason: 'HybridSealed', message: '', lastTransitionTime: now },
     ],
-    postQuantumPairs: 45,
   });
   const ovl = table(await kubectl('get', 'ovl', name), name);
   expect(ovl.header).toEqual(['NAME', 'NODES', 'ENCRYPTED', 'EPOCH', 'NEXT-ROTATION', 'READY', 'AGE']);

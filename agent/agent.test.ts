@@ -12,12 +12,22 @@ import {
   pairKey,
   privateKeyContext,
   pskContext,
+  type KemEntry,
   type SealedPair,
   keySecretNameAt,
 } from '../lib/contract/keysecret.js';
 import { FakeClock } from '../lib/runtime/testing/clock.js';
 import type { RawObject } from '../lib/runtime/rest.js';
 import { newBoxKeyPair, newPresharedKey, seal, type BoxKeyPair } from '../lib/seal.js';
+import {
+  encapsulateTo,
+  hybridFingerprint,
+  hybridNodeKey,
+  kemIdOf,
+  kemPublicKey,
+  sealHybridValue,
+  x25519Shared,
+} from '../lib/hybrid.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../lib/contract/identity.js';
 import { Agent, interfaceName } from './agent.js';
 import { FakeWireGuardDevice } from './testing/device.js';
@@ -219,18 +229,64 @@ class World {
     return pair;
   }
 
+  /**
+   * Acting as an operator that seals hybrid (issue #17): the PSK of pair (a, peer) in `owner`'s Secret, sealed
+   * to a with an ML-KEM exchange with a's published key; the exchange goes into a's own Secret unless `record`
+   * is false (a restarted operator's exchange not recorded yet). The peer is sealed to classically.
+   */
+  sealPairHybrid(peer: string, owner: string, record = true): SealedPair {
+    const psk = newPresharedKey();
+    const [a, b] = pairKey('a', peer);
+    this.psks.set(`${a}/${b}`, psk);
+    const raw = new Uint8Array(Buffer.from(this.status().envelopeMLKEMPublicKey!, 'base64'));
+    const env = { key: this.myEnvelope(), fp: hybridFingerprint(this.myEnvelope(), raw) };
+    const { ciphertext, sharedKey } = encapsulateTo(kemPublicKey(raw));
+    const x = {
+      entry: {
+        id: kemIdOf(ciphertext),
+        node: 'a',
+        sealedTo: env.fp,
+        ciphertext: Buffer.from(ciphertext).toString('base64'),
+      },
+      nodeKey: hybridNodeKey(x25519Shared(this.operator.secretKey, env.key), sharedKey, {
+        operatorPublicKey: this.operator.publicKey,
+        nodePublicKey: env.key,
+        nodeKemPublicKey: raw,
+        ciphertext,
+      }),
+    };
+    const context = pskContext(OVERLAY, a, b, 1);
+    const peerKey = this.peers.get(peer)!.envelope.publicKey;
+    const pair: SealedPair = {
+      a,
+      b,
+      epoch: 1,
+      fingerprint: fingerprint(psk),
+      sealedTo: { a: env.fp, [peer]: fingerprint(peerKey) },
+      sealed: {
+        a: sealHybridValue(psk, x.nodeKey, x.entry.id, context),
+        [peer]: seal(psk, peerKey, this.operator, context),
+      },
+    };
+    this.addToSecret(owner, { pairs: [pair], epoch: 1 });
+    if (record) this.addToSecret('a', { kems: [x.entry], epoch: 1 });
+    return pair;
+  }
+
   /** Adds entries to the owner's key Secrets, each to the Secret of its epoch (or of `epoch`, when given). */
   addToSecret(
     owner: string,
     add: {
       pairs?: SealedPair[];
       privateKeys?: { epoch: number; publicKey: string; sealedTo: string; sealed: string }[];
+      kems?: KemEntry[];
       epoch?: number;
     },
   ): void {
     const epochs = new Set(
       [...(add.pairs ?? []), ...(add.privateKeys ?? [])].map((e) => add.epoch ?? e.epoch),
     );
+    if (add.kems && add.epoch !== undefined) epochs.add(add.epoch);
     for (const epoch of epochs) {
       const name = keySecretNameAt(OVERLAY, owner, epoch);
       const existing = this.api.get(secretsPath(NS), name) as { data?: Record<string, string> } | undefined;
@@ -238,6 +294,7 @@ class World {
         ? (JSON.parse(Buffer.from(existing.data['keys.json']!, 'base64').toString()) as {
             pairs: SealedPair[];
             privateKeys: unknown[];
+            kems?: KemEntry[];
           })
         : { pairs: [], privateKeys: [] };
       this.api.put(secretsPath(NS), {
@@ -260,6 +317,7 @@ class World {
             ...(payload.privateKeys as never[]),
             ...(add.privateKeys ?? []).filter((e) => (add.epoch ?? e.epoch) === epoch),
           ],
+          kems: [...(payload.kems ?? []), ...(add.epoch === epoch ? (add.kems ?? []) : [])],
         }),
       });
     }
@@ -414,6 +472,28 @@ test('derives the peers from the NodeTunnels and applies them with the PSK from 
     expect(everything).not.toContain(Buffer.from(psk).toString('base64'));
     expect(everything).not.toContain(Buffer.from(psk).toString('hex'));
   }
+});
+
+test('hybrid sealing: the agent publishes its ML-KEM key and opens PSKs sealed with X25519 + ML-KEM', async () => {
+  world = new World();
+  await world.init();
+  await world.start();
+  await waitUntil('ML-KEM key published', () => world.status().envelopeMLKEMPublicKey !== undefined);
+  expect(Buffer.from(world.status().envelopeMLKEMPublicKey!, 'base64')).toHaveLength(1184);
+  const ab = world.sealPairHybrid('b', 'b');
+  // A value naming an exchange that is not in a's Secret yet (an operator restarted): waiting, not refused.
+  const ac = world.sealPairHybrid('c', 'c', false);
+  await waitUntil('pair a/b configured', () => world.peerEntry('b')?.state === 'Handshaking');
+  const state = await world.device().read();
+  const byKey = new Map(state!.peers.map((p) => [p.publicKey, p]));
+  expect(byKey.get(world.peers.get('b')!.wg.publicKey)?.presharedKeyFingerprint).toBe(ab.fingerprint);
+  const c = world.peerEntry('c');
+  expect(c?.state).not.toBe('Handshaking');
+  expect(c?.message).toContain('waiting for the ML-KEM key exchange');
+  expect(byKey.get(world.peers.get('c')!.wg.publicKey)?.presharedKeyFingerprint).not.toBe(ac.fingerprint);
+  const everything = world.allLogs() + JSON.stringify(world.api.statusPatches);
+  for (const psk of world.psks.values())
+    expect(everything).not.toContain(Buffer.from(psk).toString('base64'));
 });
 
 test('an update touches only the peers that changed', async () => {

@@ -27,7 +27,7 @@ import { realClock, type Clock } from '../lib/runtime/clock.js';
 import { Informer } from '../lib/runtime/informer.js';
 import { WorkQueue, type HandlerResult } from '../lib/runtime/queue.js';
 import type { RawObject } from '../lib/runtime/rest.js';
-import type { BoxKeyPair } from '../lib/seal.js';
+import type { EnvelopeKeys } from './keystore.js';
 import type { DeviceState } from './device/device.js';
 import { AgentOverlayStatusSchema, epochView } from './epoch.js';
 import { KeyMaterial } from './keymaterial.js';
@@ -67,7 +67,7 @@ export class Agent {
   private readonly watches = new Map<string, OverlayWatch>();
   private readonly runtimes = new Map<string, OverlayRuntime>();
   private readonly stopController = new AbortController();
-  private envelope: BoxKeyPair | undefined;
+  private envelope: EnvelopeKeys | undefined;
   private started = false;
   /** Status writes so far (tests and metrics). */
   get statusWrites(): number {
@@ -90,11 +90,11 @@ export class Agent {
     this.node = opts.node;
     this.clock = opts.clock ?? realClock;
     this.log = (opts.logger ?? newLogger('agent')).child({ node: opts.node });
-    this.keys = new KeyStore(opts.stateDir, opts.random);
+    this.keys = new KeyStore(opts.stateDir, opts.random, opts.postQuantum);
     this.program = new DeviceProgram(opts.prober ?? pingProber, opts.underlayMtu ?? sysUnderlayMtu);
     this.guard = new Guard(opts.firewall, opts.metrics);
     const drops = { now: () => this.clock.now(), intervalMs: opts.dropsReportIntervalMs };
-    this.report = new StatusReport(opts.api, () => this.envelopePublicKey(), this.log, drops);
+    this.report = new StatusReport(opts.api, () => this.envelope, this.log, drops);
     this.floor = new EpochFloor(this.keys, this.report);
     this.prefix = opts.interfacePrefix ?? 'sm';
     if (this.prefix.length > 8)

@@ -1,7 +1,9 @@
 // Key material of one agent pass (STYLE 9, 10): this node's WireGuard key at an epoch (Node custody: kept
 // in the state dir; Operator custody: unsealed from its key Secret), the rotation's staged key and every PSK
 // at the target epoch, and each pair's pre-shared key unsealed from the key Secrets. Opened keys are cached per
-// sealed value in the overlay's runtime and zeroed when a pass no longer uses them (agent.ts).
+// sealed value in the overlay's runtime and zeroed when a pass no longer uses them (agent.ts). Values sealed
+// hybrid (lib/hybrid.ts) open with the node key of the ML-KEM exchange they name, found in this node's own
+// Secret of the epoch; its decapsulation is cached per exchange (HybridOpener).
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../lib/contract/identity.js';
 import {
   decodeKeySecretData,
@@ -10,16 +12,19 @@ import {
   pairKey,
   privateKeyContext,
   pskContext,
+  type KemEntry,
   type KeySecretPayload,
 } from '../lib/contract/keysecret.js';
+import { hybridFingerprint } from '../lib/hybrid.js';
 import { decodeKey, fingerprint, publicKeyOf, validateKey, type WgKeyPair } from '../lib/keys.js';
 import { describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import type { Informer } from '../lib/runtime/informer.js';
 import type { RawObject } from '../lib/runtime/rest.js';
-import { SealError, unseal, type BoxKeyPair } from '../lib/seal.js';
+import { SealError, unseal } from '../lib/seal.js';
 import type { RotationScope } from './epoch.js';
-import { OPERATOR_KEY_FILE, type KeyStore } from './keystore.js';
+import { HybridOpener, KemMissing } from './hybridopen.js';
+import { OPERATOR_KEY_FILE, type EnvelopeKeys, type KeyStore } from './keystore.js';
 import type { KeyResult, OwnKey, Pass, PskResult } from './pass.js';
 import { peerTunnels } from './peerplan.js';
 
@@ -29,9 +34,11 @@ export class KeyMaterial {
     private readonly namespace: string,
     private readonly keys: KeyStore,
     private readonly identity: Informer<RawObject>,
-    private readonly envelope: () => BoxKeyPair | undefined,
+    private readonly envelope: () => EnvelopeKeys | undefined,
     private readonly log: Logger,
   ) {}
+
+  private readonly hybrid = new HybridOpener();
 
   private pinned: Uint8Array | undefined;
   private pinLoaded = false;
@@ -147,16 +154,31 @@ export class KeyMaterial {
     return payload;
   }
 
-  /** Opens a value the operator sealed to this node; results are cached per sealed value for the next pass. */
-  open(p: Pass, sealed: string, operatorKey: Uint8Array, context: string): Uint8Array {
+  /**
+   * Opens a value the operator sealed to this node; results are cached per sealed value for the next pass.
+   * `kems`: the KEM entries of the Secrets at hand (a hybrid value names one; KemMissing when it is not there).
+   */
+  open(p: Pass, sealed: string, operatorKey: Uint8Array, context: string, kems: KemEntry[]): Uint8Array {
     const id = `${Buffer.from(operatorKey).toString('base64')}|${context}|${sealed}`;
     p.usedSealed.add(id);
     let key = p.rt.opened.get(id);
     if (!key) {
-      key = validateKey(unseal(sealed, operatorKey, this.envelope()!, context), 'unsealed key');
+      const env = this.envelope()!;
+      const opened = this.hybrid.handles(sealed)
+        ? this.hybrid.open(sealed, this.node, env, operatorKey, context, kems)
+        : unseal(sealed, operatorKey, env, context);
+      key = validateKey(opened, 'unsealed key');
       p.rt.opened.set(id, key);
     }
     return key;
+  }
+
+  /** The fingerprints values sealed to this node may carry: X25519 only, and hybrid once it has an ML-KEM key. */
+  private sealedToMe(fp: string | undefined): boolean {
+    const env = this.envelope()!;
+    // Classical values stay good while the operator seals them again, hybrid (after this node's upgrade).
+    if (fp === fingerprint(env.publicKey)) return true;
+    return env.kem !== undefined && fp === hybridFingerprint(env.publicKey, env.kem.publicKey);
   }
 
   presharedKey(p: Pass, peer: string, peerSecret: string | undefined, epoch: number): PskResult {
@@ -168,8 +190,8 @@ export class KeyMaterial {
       secretAt(p.overlay, this.node, p.tunnel.spec.secretRef?.name, epoch),
       secretAt(p.overlay, peer, peerSecret, epoch),
     ];
-    const pair = names
-      .map((n) => this.secretPayload(p, n))
+    const payloads = names.map((n) => this.secretPayload(p, n));
+    const pair = payloads
       .flatMap((payload) => payload?.pairs ?? [])
       .find((x) => x.a === a && x.b === b && x.epoch === epoch);
     const sealed = pair?.sealed[this.node];
@@ -186,7 +208,7 @@ export class KeyMaterial {
             : `no pre-shared key for this pair at epoch ${epoch} yet`,
       };
     }
-    if (pair.sealedTo[this.node] !== fingerprint(this.envelope()!.publicKey)) {
+    if (!this.sealedToMe(pair.sealedTo[this.node])) {
       return {
         kind: 'missing',
         message: 'pre-shared key is sealed to an earlier envelope key; waiting for a re-seal',
@@ -194,8 +216,10 @@ export class KeyMaterial {
     }
     let key: Uint8Array;
     try {
-      key = this.open(p, sealed, p.operatorKey, pskContext(p.overlay, a, b, epoch));
+      const kems = payloads.flatMap((payload) => payload?.kems ?? []);
+      key = this.open(p, sealed, p.operatorKey, pskContext(p.overlay, a, b, epoch), kems);
     } catch (err) {
+      if (err instanceof KemMissing) return { kind: 'missing', message: err.message };
       p.log.warn(
         { peer, epoch, pskFingerprint: pair.fingerprint, err: describeError(err) },
         'pre-shared key refused',
@@ -333,8 +357,10 @@ export class KeyMaterial {
         entry.sealed,
         p.operatorKey,
         privateKeyContext(p.overlay, this.node, entry.epoch),
+        payload?.kems ?? [],
       );
     } catch (err) {
+      if (err instanceof KemMissing) return { reason: 'AwaitingKeys', message: err.message };
       p.log.warn({ epoch: entry.epoch, err: describeError(err) }, 'sealed private key refused');
       return {
         reason: 'KeyMismatch',

@@ -25,6 +25,22 @@ test('the envelope key is created once with mode 0600 in a 0700 dir and reused',
   expect(Buffer.from(b.publicKey).equals(Buffer.from(a.publicKey))).toBe(true);
 });
 
+test('the ML-KEM envelope key is kept as its seed (0600) and reused; with post-quantum off none is loaded', async () => {
+  const dir = join(root, 'pq');
+  const first = new KeyStore(dir);
+  await first.init();
+  const a = await first.envelopeKeyPair();
+  expect(a.kem?.publicKey.length).toBe(1184);
+  expect((await stat(join(dir, 'envelope-mlkem.key'))).mode & 0o777).toBe(0o600);
+  const b = await new KeyStore(dir).envelopeKeyPair();
+  expect(Buffer.from(b.kem!.publicKey).equals(Buffer.from(a.kem!.publicKey))).toBe(true);
+  const off = await new KeyStore(dir, undefined, false).envelopeKeyPair();
+  expect(off.kem).toBeUndefined();
+  expect(Buffer.from(off.publicKey).equals(Buffer.from(a.publicKey))).toBe(true);
+  await writeFile(join(dir, 'envelope-mlkem.key'), 'AAAA\n');
+  await expect(new KeyStore(dir).envelopeKeyPair()).rejects.toThrow(/expected 64 bytes/);
+});
+
 test('an existing state dir with loose permissions is tightened', async () => {
   const dir = join(root, 'loose');
   await new KeyStore(dir).init();

@@ -1,13 +1,21 @@
-// The node's secrets on disk: the envelope key (X25519, the operator seals key material to its public half)
-// and, in Node custody, one WireGuard private key per overlay per epoch. Nothing here ever leaves the node:
+// The node's secrets on disk: the envelope key (X25519, the operator seals key material to its public half),
+// its post-quantum half (an ML-KEM-768 key kept as its 64-byte seed: the operator seals hybrid to a node that
+// publishes it, lib/hybrid.ts) and, in Node custody, one WireGuard private key per overlay per epoch. Nothing here ever leaves the node:
 // the state dir is 0700, every key file 0600, written to a temporary file first and renamed, so a crash never
 // leaves a half-written key behind. Files hold base64 so an operator can inspect them with ordinary tools.
 import { chmod, mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair, publicKeyOf, validateKey, type RandomBytes, type WgKeyPair } from '../lib/keys.js';
+import { KEM_SEED_LENGTH, kemKeyPairFromSeed, newKemKeyPair, type KemKeyPair } from '../lib/hybrid.js';
 import { boxKeyPairFromSecret, newBoxKeyPair, type BoxKeyPair } from '../lib/seal.js';
 
 const ENVELOPE_FILE = 'envelope.key';
+const ENVELOPE_KEM_FILE = 'envelope-mlkem.key';
+
+/** The envelope: X25519, and ML-KEM-768 unless post-quantum sealing is turned off on this node. */
+export interface EnvelopeKeys extends BoxKeyPair {
+  kem?: KemKeyPair | undefined;
+}
 /** The operator's sealing public key, pinned on first use (issue #14 item 2). */
 export const OPERATOR_KEY_FILE = 'operator.pub';
 const OVERLAYS_DIR = 'overlays';
@@ -21,6 +29,8 @@ export class KeyStore {
   constructor(
     readonly dir: string,
     private readonly random?: RandomBytes,
+    /** false: publish no ML-KEM key (as an agent before issue #17 did); the key file stays */
+    private readonly postQuantum = true,
   ) {}
 
   /** Creates the state dir (0700) and tightens its mode if it already existed. */
@@ -29,13 +39,25 @@ export class KeyStore {
     await chmod(this.dir, 0o700);
   }
 
-  /** The envelope key pair: created on first start, reused afterwards. */
-  async envelopeKeyPair(): Promise<BoxKeyPair> {
+  /** The envelope key pairs: created on first start, reused afterwards. */
+  async envelopeKeyPair(): Promise<EnvelopeKeys> {
     const path = join(this.dir, ENVELOPE_FILE);
     const existing = await readKeyFile(path);
-    if (existing) return boxKeyPairFromSecret(existing);
-    const fresh = this.random ? newBoxKeyPair(this.random) : newBoxKeyPair();
-    await writeKeyFile(path, fresh.secretKey);
+    let box: BoxKeyPair;
+    if (existing) box = boxKeyPairFromSecret(existing);
+    else {
+      box = this.random ? newBoxKeyPair(this.random) : newBoxKeyPair();
+      await writeKeyFile(path, box.secretKey);
+    }
+    return this.postQuantum ? { ...box, kem: await this.kemKeyPair() } : box;
+  }
+
+  private async kemKeyPair(): Promise<KemKeyPair> {
+    const path = join(this.dir, ENVELOPE_KEM_FILE);
+    const seed = await readKeyFile(path, KEM_SEED_LENGTH);
+    if (seed) return kemKeyPairFromSeed(seed);
+    const fresh = newKemKeyPair();
+    await writeKeyFile(path, fresh.seed);
     return fresh;
   }
 
@@ -152,7 +174,7 @@ export class KeyStore {
   }
 }
 
-async function readKeyFile(path: string): Promise<Uint8Array | undefined> {
+async function readKeyFile(path: string, length = 32): Promise<Uint8Array | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -161,7 +183,8 @@ async function readKeyFile(path: string): Promise<Uint8Array | undefined> {
     throw new Error(`failed to read key file ${path}: ${(err as Error).message}`, { cause: err });
   }
   const raw = new Uint8Array(Buffer.from(text.trim(), 'base64'));
-  if (raw.length !== 32) throw new Error(`key file ${path} is corrupt: expected 32 bytes of base64`);
+  if (raw.length !== length)
+    throw new Error(`key file ${path} is corrupt: expected ${length} bytes of base64`);
   return raw;
 }
 

@@ -31,6 +31,8 @@ const USAGE = `usage: agent [--node NAME] [--state-dir DIR] [--namespace NS] [--
   --state-dir         where keys are kept (env SEALMESH_STATE_DIR, default /var/lib/sealmesh)
   --namespace         the key namespace: sealed key Secrets, the operator's public key, liveness Leases (env SEALMESH_NAMESPACE, default sealmesh-keys)
   --interface-prefix  interface names are <prefix>-<6 hex> (default sm)
+  --post-quantum      on|off: publish an ML-KEM-768 envelope key, so the operator seals this node's PSKs with
+                      a key derived from X25519 and ML-KEM (env SEALMESH_POST_QUANTUM, default on)
   --probe-interval    how often peers are measured (default 5s)
   --health-port       serve /healthz (alive) and /readyz (caches synced, every overlay's device programmed) on
                       this port (0: off)
@@ -48,6 +50,7 @@ async function main(): Promise<void> {
       'state-dir': { type: 'string' },
       namespace: { type: 'string' },
       'interface-prefix': { type: 'string' },
+      'post-quantum': { type: 'string' },
       'probe-interval': { type: 'string' },
       'health-port': { type: 'string' },
       'health-host': { type: 'string' },
@@ -67,6 +70,9 @@ async function main(): Promise<void> {
   }
   const node = values.node ?? process.env.NODE_NAME;
   if (!node) throw new Error(`no node name: pass --node or set NODE_NAME\n${USAGE}`);
+  const postQuantum = values['post-quantum'] ?? process.env.SEALMESH_POST_QUANTUM ?? 'on';
+  if (postQuantum !== 'on' && postQuantum !== 'off')
+    throw new Error(`--post-quantum ${postQuantum}: expected on or off`);
   const probeInterval = values['probe-interval'] ?? '5s';
   const probeSeconds = parseDuration(probeInterval);
   if (!probeSeconds) throw new Error(`--probe-interval ${probeInterval} is not a duration such as 5s`);
@@ -90,6 +96,7 @@ async function main(): Promise<void> {
     stateDir: values['state-dir'] ?? process.env.SEALMESH_STATE_DIR ?? '/var/lib/sealmesh',
     namespace: values.namespace ?? process.env.SEALMESH_NAMESPACE ?? 'sealmesh-keys',
     interfacePrefix: values['interface-prefix'] ?? 'sm',
+    postQuantum: postQuantum === 'on',
     probeIntervalMs: probeSeconds * 1000,
     api: new KubeAgentApi(loadKubeConfig()),
     deviceFactory: (name) => new WgCliDevice(name),

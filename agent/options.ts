@@ -18,6 +18,8 @@ export interface AgentOptions {
   namespace: string;
   /** Where the envelope key and (Node custody) WireGuard private keys are kept; created 0700. */
   stateDir: string;
+  /** Publish an ML-KEM-768 envelope key so the operator seals hybrid to this node (default true; issue #17). */
+  postQuantum?: boolean;
   api: AgentApi;
   deviceFactory: DeviceFactory;
   /** The fail-closed rules (agent/firewall); absent: none (unit tests that do not look at them). */

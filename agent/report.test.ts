@@ -20,7 +20,7 @@ test('a listen port held by another process is named as such; any other device e
 test('a device that could not be programmed: no peer stays Encrypted on an earlier report, and Encrypted is False', () => {
   const report = new StatusReport(
     { patchNodeTunnelStatus: () => Promise.reject(new Error('unused')) },
-    () => 'ENV',
+    () => undefined,
     pino({ level: 'silent' }),
   );
   const since = '2026-01-01T00:00:00Z';

@@ -12,6 +12,7 @@ import { deepEqual, formatTime, setCondition, type ConditionInput } from '../lib
 import type { RawObject } from '../lib/runtime/rest.js';
 import { DEFAULT_DROPS_REPORT_INTERVAL_MS, dropsDue, dropsStatus } from './drops.js';
 import type { AgentApi } from './kube.js';
+import type { EnvelopeKeys } from './keystore.js';
 import type { OverlayRuntime, Pass, PeerEval } from './pass.js';
 
 /** Ready after a pass that programmed the device: Applied, or DeviceMismatch with what the read-back found. */
@@ -47,7 +48,7 @@ export class StatusReport {
 
   constructor(
     private readonly api: Pick<AgentApi, 'patchNodeTunnelStatus'>,
-    private readonly envelopePublicKey: () => string | undefined,
+    private readonly envelope: () => EnvelopeKeys | undefined,
     private readonly log: Logger,
     private readonly drops: { now: () => number; intervalMs?: number | undefined } = { now: Date.now },
   ) {}
@@ -127,7 +128,7 @@ export class StatusReport {
       : conditions.filter((c) => c.type !== 'OperatorKeyTrusted');
     const status: NodeTunnelStatus = {
       observedGeneration: ready.status === 'True' ? generation : base.observedGeneration,
-      envelopePublicKey: this.envelopePublicKey(),
+      ...this.envelopeStatus(),
       // Published in both custody modes: peers take the key at an epoch from here (rotation/keyAt).
       publicKey,
       appliedEpoch: epoch,
@@ -190,7 +191,7 @@ export class StatusReport {
         : conditions;
     return {
       ...base,
-      envelopePublicKey: this.envelopePublicKey(),
+      ...this.envelopeStatus(),
       conditions: withEncrypted,
       ...(peers
         ? {
@@ -199,6 +200,16 @@ export class StatusReport {
             peersSummary: `${encrypted}/${peers.length}`,
           }
         : {}),
+    };
+  }
+
+  /** The envelope's public keys: X25519 always, ML-KEM-768 when this node has one (hybrid sealing). */
+  private envelopeStatus(): Pick<NodeTunnelStatus, 'envelopePublicKey' | 'envelopeMLKEMPublicKey'> {
+    const env = this.envelope();
+    if (!env) return { envelopePublicKey: undefined };
+    return {
+      envelopePublicKey: Buffer.from(env.publicKey).toString('base64'),
+      ...(env.kem ? { envelopeMLKEMPublicKey: Buffer.from(env.kem.publicKey).toString('base64') } : {}),
     };
   }
 

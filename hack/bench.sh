@@ -8,6 +8,7 @@
 # control plane (.local) instead; either way the bench stops a control plane only if it started it.
 #
 #   BENCH_SIZES=100,1000  BENCH_IDLE_SECONDS=120  BENCH_PHASE_TIMEOUT_SECONDS=300  BENCH_PROFILE=1
+#   BENCH_ONLY=seal,operator  runs only those benches (file names without .bench.ts); default: all
 #
 # test/bench/firewall.bench.ts (the fail-closed rules' cost of a join at 1,000 members) needs root but no
 # control plane: it runs in a network namespace of its own. BENCH_FW_MEMBERS=1000  BENCH_FW_JOINS=15
@@ -35,13 +36,17 @@ stop_cluster() {
 trap stop_cluster EXIT
 
 status=0
+only() { [[ -z ${BENCH_ONLY:-} || ,$BENCH_ONLY, == *,$(basename "$1" .bench.ts),* ]]; }
 for bench in test/bench/*.bench.ts; do
   [[ $bench == test/bench/lab.bench.ts ]] && continue # runs last, below
+  only "$bench" || continue
   echo "== $bench" >&2
   node --import tsx "$bench" || status=$?
 done
 # The real lab (operator, agents, wireguard-go in namespaces; needs root): a node joining a lab of 4 and of 8.
 # BENCH_LAB_SIZES=4,8  BENCH_LAB_JOINS=3  BENCH_LAB_TIMEOUT_SECONDS=120
-echo "== test/bench/lab.bench.ts" >&2
-node --import tsx test/bench/lab.bench.ts || status=$?
+if only test/bench/lab.bench.ts; then
+  echo "== test/bench/lab.bench.ts" >&2
+  node --import tsx test/bench/lab.bench.ts || status=$?
+fi
 exit "$status"

@@ -138,7 +138,7 @@ export class Sealer {
   private readonly shared = new Map<string, Uint8Array>();
 
   constructor(
-    private readonly sender: BoxKeyPair,
+    readonly sender: BoxKeyPair,
     private readonly random: RandomBytes = defaultRandom,
   ) {}
 

@@ -78,6 +78,20 @@ test('key times: last rotation and next scheduled rotation as Unix timestamps, t
   expect(value(text, 'sealmesh_key_age_seconds{overlay="blue",kind="private"}')).toBeGreaterThan(0);
 });
 
+test('post-quantum pairs and classical nodes per overlay; forgotten with the overlay', async () => {
+  const registry = new Registry();
+  const m = operatorMetrics(registry);
+  m.rotationMetrics.postQuantum!('blue', { pairs: 6, postQuantumPairs: 3, classical: ['n4'] });
+  m.rotationMetrics.postQuantum!('red', { pairs: 1, postQuantumPairs: 1, classical: [] });
+  m.rotationMetrics.forget('red');
+  const text = await scrape(registry);
+  m.stop();
+  expect(value(text, 'sealmesh_pairs_post_quantum{overlay="blue",sealed="hybrid"}')).toBe(3);
+  expect(value(text, 'sealmesh_pairs_post_quantum{overlay="blue",sealed="all"}')).toBe(6);
+  expect(value(text, 'sealmesh_nodes_classical_sealing{overlay="blue"}')).toBe(1);
+  expect(text).not.toContain('overlay="red"');
+});
+
 test('a forgotten overlay leaves no series behind', async () => {
   const registry = new Registry();
   const m = operatorMetrics(registry);

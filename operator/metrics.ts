@@ -106,6 +106,30 @@ export function operatorMetrics(registry: Registry, also?: WriteCounter): Operat
       }
     },
   });
+  const postQuantum = new Map<string, { pairs: number; postQuantumPairs: number; classicalNodes: number }>();
+  new Gauge({
+    name: 'sealmesh_pairs_post_quantum',
+    help: "Node pairs per overlay whose pre-shared key is sealed post-quantum (X25519 + ML-KEM-768: both nodes publish an ML-KEM key), and all pairs (sealed='all').",
+    labelNames: ['overlay', 'sealed'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [overlay, c] of postQuantum) {
+        this.set({ overlay, sealed: 'hybrid' }, c.postQuantumPairs);
+        this.set({ overlay, sealed: 'all' }, c.pairs);
+      }
+    },
+  });
+  new Gauge({
+    name: 'sealmesh_nodes_classical_sealing',
+    help: 'Nodes per overlay that publish no ML-KEM key: material sealed to them is protected by X25519 only.',
+    labelNames: ['overlay'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [overlay, c] of postQuantum) this.set({ overlay }, c.classicalNodes);
+    },
+  });
   const rotations = new Counter({
     name: 'sealmesh_rotations_total',
     help: 'Key rotations per overlay, scope (Keys, PresharedKeys) and outcome: completed (every pair at the new epoch), incomplete (completed with pairs left behind), aborted (an attempt that gave up; it is retried).',
@@ -137,8 +161,16 @@ export function operatorMetrics(registry: Registry, also?: WriteCounter): Operat
         if (!pairCounts.has(overlay)) for (const l of rotationSeries(overlay)) rotations.inc(l, 0);
         pairCounts.set(overlay, { ...counts });
       },
+      postQuantum(overlay, f) {
+        postQuantum.set(overlay, {
+          pairs: f.pairs,
+          postQuantumPairs: f.postQuantumPairs,
+          classicalNodes: f.classical.length,
+        });
+      },
       forget(overlay) {
         keyTimes.delete(overlay);
+        postQuantum.delete(overlay);
         pairCounts.delete(overlay);
         for (const l of rotationSeries(overlay)) rotations.remove(l);
         for (const scope of ROTATION_SCOPES) rotationSeconds.remove({ overlay, scope });

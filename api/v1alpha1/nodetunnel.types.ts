@@ -168,6 +168,17 @@ export const NodeTunnelStatusSchema = z
     envelopePublicKey: x25519PublicKey(
       "The agent's X25519 envelope public key: the operator seals this node's key material to it." + KEY_NOTE,
     ).optional(),
+    envelopeMLKEMPublicKey: z
+      .string()
+      .length(1580)
+      .regex(/^[A-Za-z0-9+/]+={0,2}$/)
+      .optional()
+      .describe(
+        "The agent's ML-KEM-768 encapsulation key (base64 of 1,184 bytes), published next to envelopePublicKey: " +
+          "the operator then seals this node's key material with a key derived from both an X25519 and an " +
+          'ML-KEM-768 shared secret (post-quantum). Absent: sealed with X25519 only.' +
+          KEY_NOTE,
+      ),
     publicKey: x25519PublicKey(
       "The WireGuard public key this node's device runs, at status.appliedEpoch." + KEY_NOTE,
     ).optional(),

@@ -247,7 +247,12 @@ export const OverlayNetworkStatusSchema = z
       .min(0)
       .optional()
       .describe('The .metadata.generation the operator last reconciled successfully.'),
-    conditions: conditions('Ready, Degraded and Rotating.').optional(),
+    conditions: conditions(
+      "Ready, Degraded, Rotating and PostQuantum (True when every pair's pre-shared key is sealed with X25519 " +
+        'and ML-KEM-768: a recording of the key Secrets, or of the API traffic that carries them, cannot be ' +
+        'opened later by breaking X25519 alone; the WireGuard handshake itself stays classical, and the PSK ' +
+        'is what adds post-quantum protection to the tunnels).',
+    ).optional(),
     nodes: count('Number of nodes in the overlay.').optional(),
     pairs: z
       .object({
@@ -388,5 +393,12 @@ export const overlayNetworkKind: KindInfo = {
     { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
     { name: 'Pool', type: 'string', jsonPath: '.spec.addressPool', priority: 1 },
     { name: 'Custody', type: 'string', jsonPath: '.spec.keys.custody', priority: 1 },
+    {
+      name: 'Post-Quantum',
+      type: 'string',
+      jsonPath: '.status.conditions[?(@.type=="PostQuantum")].status',
+      description: "Every pair's PSK sealed with X25519 + ML-KEM-768",
+      priority: 1,
+    },
   ],
 };

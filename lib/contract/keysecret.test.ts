@@ -22,6 +22,7 @@ const payload: KeySecretPayload = {
     },
   ],
   privateKeys: [],
+  kems: [],
 };
 
 test('payload round-trips through Secret data', () => {

@@ -32,7 +32,7 @@ export const sealedPairSchema = z.object({
   fingerprint: z.string(),
   /** envelope-key fingerprints the PSK was sealed to, per node: a changed envelope key means re-seal */
   sealedTo: z.record(z.string(), z.string()),
-  /** node → base64(nonce || box) */
+  /** node → base64(nonce || box) (classical), or pq1.<kem id>.base64(nonce || box) (hybrid, lib/hybrid.ts) */
   sealed: z.record(z.string(), sealedValue),
 });
 export type SealedPair = z.infer<typeof sealedPairSchema>;
@@ -45,16 +45,39 @@ export const sealedPrivateKeySchema = z.object({
 });
 export type SealedPrivateKey = z.infer<typeof sealedPrivateKeySchema>;
 
+/**
+ * An ML-KEM-768 key exchange with one node (lib/hybrid.ts), recorded in that node's own Secret of the epoch:
+ * values sealed hybrid to the node, in any Secret of the epoch, name it by `id`.
+ */
+export const kemEntrySchema = z.object({
+  id: z.string().min(1).max(32),
+  node: z.string(),
+  /** the node's hybrid envelope fingerprint (X25519 and ML-KEM keys) the exchange was made with */
+  sealedTo: z.string(),
+  /** base64 ML-KEM-768 ciphertext (1,088 bytes) */
+  ciphertext: z.string().min(1).max(2048),
+});
+export type KemEntry = z.infer<typeof kemEntrySchema>;
+
 export const keySecretPayloadSchema = z.object({
-  /** 2: sealed values carry their context (lib/seal.ts contextTag); a version-1 Secret is not read */
+  /**
+   * 2: sealed values carry their context (lib/seal.ts contextTag); a version-1 Secret is not read. Hybrid
+   * values (`pq1.…`, lib/hybrid.ts) and `kems` were added without a new version on purpose: an agent that
+   * predates them ignores `kems` (unknown fields are dropped) and is only ever sealed to classically, so a
+   * Secret holding both kinds stays readable by every agent during an upgrade.
+   */
   version: z.literal(2),
   overlay: z.string(),
   node: z.string(),
   pairs: z.array(sealedPairSchema),
   /** Operator custody only: this node's WireGuard private keys, by epoch */
   privateKeys: z.array(sealedPrivateKeySchema).default([]),
+  /** ML-KEM key exchanges with this node at this epoch (hybrid sealing); earlier ones stay while in use */
+  kems: z.array(kemEntrySchema).default([]),
 });
 export type KeySecretPayload = z.infer<typeof keySecretPayloadSchema>;
+/** A payload as written: fields with defaults may be left out. */
+export type KeySecretPayloadInput = z.input<typeof keySecretPayloadSchema>;
 
 /** Room kept after the stem for `.e<epoch>` (epochs are safe integers: at most 16 digits). */
 const EPOCH_SUFFIX_ROOM = 18;
@@ -103,7 +126,7 @@ export function pairOwner(x: Joined, y: Joined): string {
   return (createHash('sha256').update(`${a}/${b}`).digest()[0]! & 1) === 0 ? a : b;
 }
 
-export function encodeKeySecretData(payload: KeySecretPayload): Record<string, string> {
+export function encodeKeySecretData(payload: KeySecretPayloadInput): Record<string, string> {
   return { [KEY_SECRET_DATA_KEY]: Buffer.from(JSON.stringify(payload)).toString('base64') };
 }
 

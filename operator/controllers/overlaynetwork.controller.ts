@@ -16,11 +16,12 @@ import { parseOverlayNetwork } from '../../api/v1alpha1/overlaynetwork.types.js'
 import { TunnelPeerRows } from '../../lib/contract/pairs.js';
 import { describeError, isConflict } from '../../lib/kube.js';
 import type { Logger } from '../../lib/log.js';
-import { formatTime } from '../../lib/runtime/conditions.js';
+import { formatTime, setCondition } from '../../lib/runtime/conditions.js';
 import { mapTo, type Manager } from '../../lib/runtime/manager.js';
 import type { HandlerResult } from '../../lib/runtime/queue.js';
 import { overlayConditions } from '../plan/conditions.js';
 import { nonMemberPodCIDRs } from '../plan/nonmembers.js';
+import { postQuantumCondition, postQuantumFacts } from '../plan/postquantum.js';
 import { epochRolledForward, keySecretAltered, keySecretReplaced } from '../plan/events.js';
 import { epochAfterRollback } from '../plan/rotation.js';
 import type { Member } from '../plan/keysecret.js';
@@ -240,6 +241,7 @@ export class OverlayNetworkController {
         envelopePublicKey: conflicts.sharedEnvelopeKeys.has(t.spec.nodeName)
           ? undefined
           : t.status?.envelopePublicKey,
+        envelopeKemPublicKey: t.status?.envelopeMLKEMPublicKey,
       }));
     const behind = epochAfterRollback(
       scope.epoch,
@@ -274,28 +276,34 @@ export class OverlayNetworkController {
     const pairs = await this.pairs.track(scope, desired, rows, new Set(unreachable.map((u) => u.node)));
     const drops = this.drops.track(scope, new Set(desired.tunnels.keys()), [...existing.values()]);
 
-    const conditions = overlayConditions(
-      scope.overlay.status?.conditions ?? [],
-      {
-        generation: scope.raw.metadata?.generation,
-        epoch: scope.epoch,
-        rotation: scope.rotation,
-        addressPool: spec.addressPool,
-        unusable: desired.unusable,
-        exhausted: desired.exhausted,
-        conflicts: conflicts.problems,
-        skew: skew.problem,
-        unreachable,
-        portInUse: portInUse(desired.tunnels.keys(), existing),
-        pairs,
-        drops,
-      },
+    const pq = postQuantumFacts(members, spec.keys.presharedKeys);
+    const conditions = setCondition(
+      overlayConditions(
+        scope.overlay.status?.conditions ?? [],
+        {
+          generation: scope.raw.metadata?.generation,
+          epoch: scope.epoch,
+          rotation: scope.rotation,
+          addressPool: spec.addressPool,
+          unusable: desired.unusable,
+          exhausted: desired.exhausted,
+          conflicts: conflicts.problems,
+          skew: skew.problem,
+          unreachable,
+          portInUse: portInUse(desired.tunnels.keys(), existing),
+          pairs,
+          drops,
+        },
+        scope.now,
+      ),
+      postQuantumCondition(pq, scope.raw.metadata?.generation),
       scope.now,
     );
     // After the rotation phase: a rotation it completed moved the last rotation times.
     const schedule = scheduleOf(scope);
     this.deps.rotationMetrics?.keyTimes(name, schedule);
     this.deps.rotationMetrics?.pairs(name, pairs);
+    this.deps.rotationMetrics?.postQuantum?.(name, pq);
     const nonMembers = nonMemberPodCIDRs(nodes, {
       nodeSelector: spec.nodeSelector,
       declared: spec.dataPlane.protectedRanges ?? [],

@@ -12,13 +12,16 @@ import {
   keySecretNameAt,
   PLAN_DIGEST_ANNOTATION,
   PUBLIC_KEY_ANNOTATION,
+  type KemEntry,
   type KeySecretPayload,
   type SealedPrivateKey,
 } from '../../lib/contract/keysecret.js';
+import { hybridKemId } from '../../lib/hybrid.js';
 import { rowHasEncryptedAt, type PeerRow } from '../../lib/contract/pairs.js';
 import { describeError, isAlreadyExists, isNotFound, isTimeout } from '../../lib/kube.js';
 import type { Logger } from '../../lib/log.js';
 import { forEachLimit, Turns, yieldToEventLoop } from '../../lib/runtime/cooperative.js';
+import { KemBook } from '../plan/kembook.js';
 import { planDigests, planKeySecretSteps, servingPrivateKey, type Member } from '../plan/keysecret.js';
 import { forgedEntries, withoutForged, type Forged } from '../plan/keyverify.js';
 import {
@@ -59,17 +62,22 @@ export class KeySecrets {
   private readonly removed = new Map<string, Set<string>>();
   /** CPU-heavy steps of concurrent Secret work, one at a time */
   private readonly cpu = new Turns();
+  /** ML-KEM key exchanges with the nodes, in memory only (hybrid sealing, issue #17) */
+  readonly kems: KemBook;
 
   constructor(
     private readonly deps: Pick<
       OverlayControllerDeps,
       'namespace' | 'secrets' | 'secretReader' | 'writer' | 'sealer'
     >,
-  ) {}
+  ) {
+    this.kems = new KemBook(deps.sealer.sender);
+  }
 
   /** The overlay is gone: forget what was known of its Secrets. */
   forget(overlay: string): void {
     this.removed.delete(overlay);
+    this.kems.retain(overlay);
     for (const [secret, m] of this.memo) if (m.overlay === overlay) this.memo.delete(secret);
   }
 
@@ -142,7 +150,12 @@ export class KeySecrets {
     if (!read?.decoded.ok) return 'missing';
     const payload = read.decoded.payload;
     const forged = await this.cpu.run(() =>
-      forgedEntries(payload, { overlay: scope.name, node, epoch: scope.epoch, members }, this.deps.sealer),
+      forgedEntries(
+        payload,
+        { overlay: scope.name, node, epoch: scope.epoch, members },
+        this.deps.sealer,
+        this.kems,
+      ),
     );
     if (forged.length > 0) return forged;
     if (read.resourceVersion) {
@@ -175,7 +188,6 @@ export class KeySecrets {
       presharedKeys: overlay.spec.keys.presharedKeys,
       custody: overlay.spec.keys.custody,
     };
-    const work: Array<() => Promise<void>> = [];
     const epochs: Array<{ epoch: number; newPrivateKey: boolean }> = [
       { epoch: scope.epoch, newPrivateKey: false },
       ...(scope.rotation
@@ -184,25 +196,60 @@ export class KeySecrets {
     ];
     // A PSK-only rotation carries each node's private key (Operator custody) from its current Secret.
     const carries = common.custody === 'Operator' && scope.rotation?.scope === 'PresharedKeys';
+    // Everything each plan depends on besides the Secret itself, for all members in one O(N) pass.
+    const digests = new Map(epochs.map(({ epoch }) => [epoch, planDigests({ ...common, epoch, members })]));
+    // Round 2: nodes sealed to, in round 1, with a key exchange their own Secret does not hold yet (made after
+    // an operator restart by another node's plan): their Secret is rewritten with it (plan/kembook.ts).
+    for (let round = 1; round <= 2; round++) {
+      const work = await this.round(scope, members, epochs, digests, carries, common, publicKeys, log, round);
+      // Reads, plans and writes overlap: at 1,000 nodes one after another they took ~50 s of round trips.
+      await forEachLimit(work, SECRET_CONCURRENCY, (job) => job());
+      if (!epochs.some(({ epoch }) => this.kems.unrecordedNodes(name, epoch).length > 0)) break;
+    }
+    return publicKeys;
+  }
+
+  /** The jobs of one round of sync: every member's Secrets (round 1), those with unrecorded exchanges (2). */
+  private async round(
+    scope: Scope,
+    members: Member[],
+    epochs: Array<{ epoch: number; newPrivateKey: boolean }>,
+    digests: Map<number, Map<string, string>>,
+    carries: boolean,
+    common: { overlay: string; presharedKeys: 'PerPair' | 'Disabled'; custody: 'Node' | 'Operator' },
+    publicKeys: Map<string, string>,
+    log: Logger,
+    round: number,
+  ): Promise<Array<() => Promise<void>>> {
+    const work: Array<() => Promise<void>> = [];
     for (const { epoch, newPrivateKey } of epochs) {
-      // Everything each plan depends on besides the Secret itself, for all members in one O(N) pass.
-      const digests = planDigests({ ...common, epoch, members });
+      const only = round > 1 ? new Set(this.kems.unrecordedNodes(scope.name, epoch)) : undefined;
       let i = 0;
       for (const m of members) {
         if (++i % YIELD_EVERY === 0) await yieldToEventLoop();
         if (!m.envelopePublicKey) continue; // nothing can be sealed to this node yet
+        if (only && !only.has(m.name)) continue;
         const current = epoch === scope.epoch;
         const secret = this.job(
           scope,
           m,
           members,
           epoch,
-          digests.get(m.name) ?? '',
+          digests.get(epoch)?.get(m.name) ?? '',
           log,
           (existing, carried) =>
             planKeySecretSteps(
-              { ...common, existing, carried, epoch, members, newPrivateKey, node: m.name },
-              this.deps.sealer,
+              {
+                ...common,
+                existing,
+                carried: carried?.key,
+                carriedKem: carried?.kem,
+                epoch,
+                members,
+                newPrivateKey,
+                node: m.name,
+              },
+              { sealer: this.deps.sealer, kems: this.kems },
             ),
           carries && !current ? scope.epoch : undefined,
         );
@@ -214,9 +261,7 @@ export class KeySecrets {
         } else if (current && secret.publicKey) publicKeys.set(m.name, secret.publicKey);
       }
     }
-    // Reads, plans and writes overlap: at 1,000 nodes one after another they took ~50 s of round trips.
-    await forEachLimit(work, SECRET_CONCURRENCY, (job) => job());
-    return publicKeys;
+    return work;
   }
 
   /** Operator custody: the private key a node's Secret of `epoch` holds, to carry into the next epoch. */
@@ -224,9 +269,14 @@ export class KeySecrets {
     overlay: string,
     node: string,
     epoch: number,
-  ): Promise<SealedPrivateKey | undefined> {
+  ): Promise<{ key: SealedPrivateKey; kem: KemEntry | undefined } | undefined> {
     const read = await this.readKeySecret(keySecretNameAt(overlay, node, epoch));
-    return read?.decoded.ok ? servingPrivateKey(read.decoded.payload) : undefined;
+    if (!read?.decoded.ok) return undefined;
+    const key = servingPrivateKey(read.decoded.payload);
+    if (!key) return undefined;
+    // Sealed hybrid: the exchange it names comes along (its Secret of `epoch` goes when the rotation ends).
+    const id = hybridKemId(key.sealed);
+    return { key, kem: read.decoded.payload.kems.find((k) => k.id === id && k.node === node) };
   }
 
   /**
@@ -249,7 +299,7 @@ export class KeySecrets {
     log: Logger,
     plan: (
       existing: KeySecretPayload | undefined,
-      carried: SealedPrivateKey | undefined,
+      carried: { key: SealedPrivateKey; kem: KemEntry | undefined } | undefined,
     ) => ReturnType<typeof planKeySecretSteps>,
     carryFrom: number | undefined,
   ): { publicKey: string | undefined } | { run: () => Promise<string | undefined> } {
@@ -259,7 +309,9 @@ export class KeySecrets {
     const resourceVersion = current?.metadata?.resourceVersion;
     const annotations = current?.metadata?.annotations ?? {};
     const memo = this.memo.get(secretName);
+    // A key exchange another plan sealed to this node with must get into its own Secret: not up to date.
     const upToDate =
+      !this.kems.unrecorded(name, m.name, epoch) &&
       resourceVersion !== undefined &&
       ((memo?.resourceVersion === resourceVersion && memo.inputs === inputs) ||
         (annotations[PLAN_DIGEST_ANNOTATION] === inputs &&
@@ -279,7 +331,12 @@ export class KeySecrets {
       if (existing && memo && memo.resourceVersion !== stored?.resourceVersion) {
         const payload = existing;
         const forged = await this.cpu.run(() =>
-          forgedEntries(payload, { overlay: name, node: m.name, epoch, members }, this.deps.sealer),
+          forgedEntries(
+            payload,
+            { overlay: name, node: m.name, epoch, members },
+            this.deps.sealer,
+            this.kems,
+          ),
         );
         if (forged.length > 0) {
           log.warn(
@@ -293,6 +350,7 @@ export class KeySecrets {
       const unchanged = !planned.changed && stored?.resourceVersion !== undefined;
       const data = unchanged ? undefined : await this.cpu.run(() => encodeKeySecretData(planned.payload));
       if (!data && stored?.resourceVersion) {
+        if (planned.kemRecorded) this.kems.recorded(name, m.name, planned.kemRecorded);
         this.memo.set(secretName, {
           overlay: name,
           epoch: String(epoch),
@@ -336,6 +394,7 @@ export class KeySecrets {
         }
       }
       if (written) {
+        if (planned.kemRecorded) this.kems.recorded(name, m.name, planned.kemRecorded);
         this.memo.set(secretName, {
           overlay: name,
           epoch: String(epoch),
@@ -367,6 +426,7 @@ export class KeySecrets {
     for (const [secret, m] of this.memo) {
       if (m.overlay === scope.name && !epochs.has(m.epoch ?? '')) this.memo.delete(secret);
     }
+    this.kems.retain(scope.name, scope.epoch);
     // Secrets a delete-collection request already removed stay in the cache until their watch events arrive:
     // no second request for those.
     const stale = ofOverlay.filter(staleEpoch).map((s) => s.metadata?.name ?? '');

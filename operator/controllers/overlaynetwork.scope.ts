@@ -70,6 +70,11 @@ export interface RotationMetrics {
     overlay: string,
     counts: { total: number; encrypted: number; degraded: number; unknown: number },
   ): void;
+  /** how many pairs' PSKs are sealed post-quantum, and how many nodes are not (plan/postquantum.ts) */
+  postQuantum?(
+    overlay: string,
+    facts: { pairs: number; postQuantumPairs: number; classical: string[] },
+  ): void;
   /** the overlay is gone: drop its series */
   forget(overlay: string): void;
 }

@@ -226,8 +226,8 @@ export function invalidSpecCondition(generation: number | undefined, error: stri
 }
 
 /**
- * Whether two statuses differ only in pair counts: `pairs`, `encryptedSummary` and the messages of conditions
- * whose status and reason are unchanged.
+ * Whether two statuses differ only in pair counts: `pairs`, `encryptedSummary` and the
+ * messages of conditions whose status and reason are unchanged.
  */
 export function countsOnly(a: Status, b: Status): boolean {
   const shape = (st: Status) => ({

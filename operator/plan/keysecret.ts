@@ -14,13 +14,17 @@ import {
   privateKeyContext,
   pskContext,
 } from '../../lib/contract/keysecret.js';
+import { decodeKemPublicKey, hybridFingerprint, hybridKemId, sealHybridValue } from '../../lib/hybrid.js';
 import { newPresharedKey, type RandomBytes, type Sealer } from '../../lib/seal.js';
+import type { HybridEnvelope, KemBook, KemEntry } from './kembook.js';
 
 export interface Member {
   name: string;
   createdAt: string | undefined;
   /** base64 X25519 envelope public key the node's agent published, once it has */
   envelopePublicKey?: string | undefined;
+  /** base64 ML-KEM-768 encapsulation key the agent published next to it (hybrid sealing), once it has */
+  envelopeKemPublicKey?: string | undefined;
 }
 
 export interface KeyPlanInput {
@@ -35,6 +39,8 @@ export interface KeyPlanInput {
    */
   newPrivateKey?: boolean | undefined;
   carried?: SealedPrivateKey | undefined;
+  /** the KEM entry `carried` was sealed with, when hybrid (it lives in the Secret of the epoch before) */
+  carriedKem?: KemEntry | undefined;
   presharedKeys: 'PerPair' | 'Disabled';
   custody: 'Node' | 'Operator';
   members: readonly Member[];
@@ -48,6 +54,8 @@ export interface KeyPlan {
   publicKey?: string | undefined;
   /** pairs whose PSK was generated in this plan, as "a/b@epoch" (for logs: names only) */
   newPairs: string[];
+  /** the id of the node's current key exchange when the payload holds it (KemBook.recorded) */
+  kemRecorded?: string | undefined;
 }
 
 /**
@@ -56,23 +64,81 @@ export interface KeyPlan {
  */
 const envelopes = new WeakMap<
   Member,
-  { encoded: string; value: { key: Uint8Array; fp: string } | undefined }
+  { encoded: string; kem: string | undefined; value: HybridEnvelope | undefined }
 >();
 
-/** A member's envelope key, decoded, with its fingerprint (cached per Member object); undefined if invalid. */
-export function envelopeOf(m: Member | undefined): { key: Uint8Array; fp: string } | undefined {
+/**
+ * Decoded ML-KEM keys by their base64 text: members are new objects every pass, and decoding 1,000 of them
+ * (an OpenSSL key object each) took tens of ms per pass. Bounded: a key no one publishes any more goes first.
+ */
+const kemKeys = new Map<string, ReturnType<typeof decodeKemPublicKey>>();
+const KEM_KEYS_KEPT = 16_384;
+
+function kemKeyOf(encoded: string | undefined): ReturnType<typeof decodeKemPublicKey> {
+  if (!encoded) return undefined;
+  if (kemKeys.has(encoded)) {
+    const hit = kemKeys.get(encoded);
+    kemKeys.delete(encoded); // most recently used last
+    kemKeys.set(encoded, hit);
+    return hit;
+  }
+  const decoded = decodeKemPublicKey(encoded);
+  if (kemKeys.size >= KEM_KEYS_KEPT) kemKeys.delete(kemKeys.keys().next().value!);
+  kemKeys.set(encoded, decoded);
+  return decoded;
+}
+
+/**
+ * A member's envelope key, decoded, with its fingerprint (cached per Member object); undefined if invalid.
+ * With a valid ML-KEM key too (`kem`) the fingerprint is the hybrid one: values sealed to the node before it
+ * published that key no longer match it and are sealed again, hybrid. An invalid ML-KEM key is ignored (the
+ * node is sealed to classically, and the overlay says it is not post-quantum).
+ */
+export function envelopeOf(m: Member | undefined): HybridEnvelope | undefined {
   if (!m?.envelopePublicKey) return undefined;
   const hit = envelopes.get(m);
-  if (hit?.encoded === m.envelopePublicKey) return hit.value;
-  let value: { key: Uint8Array; fp: string } | undefined;
+  if (hit?.encoded === m.envelopePublicKey && hit.kem === m.envelopeKemPublicKey) return hit.value;
+  let value: HybridEnvelope | undefined;
   try {
     const key = decodePublicKey(m.envelopePublicKey, `envelope key of ${m.name}`);
-    value = { key, fp: fingerprint(key) };
+    const kem = kemKeyOf(m.envelopeKemPublicKey);
+    value = kem ? { key, fp: hybridFingerprint(key, kem.raw), kem } : { key, fp: fingerprint(key) };
   } catch {
     value = undefined;
   }
-  envelopes.set(m, { encoded: m.envelopePublicKey, value });
+  envelopes.set(m, { encoded: m.envelopePublicKey, kem: m.envelopeKemPublicKey, value });
   return value;
+}
+
+/** How a plan seals: the Sealer (classical), and the KemBook for nodes that publish an ML-KEM key. */
+export interface Sealing {
+  sealer: Sealer;
+  /** absent: everything is sealed classically (as before issue #17) */
+  kems?: KemBook | undefined;
+}
+
+/**
+ * Seals `plaintext` to `node` at `epoch`: hybrid when the node publishes an ML-KEM key (and a KemBook is
+ * given), classical otherwise. Returns the work it cost (PLAN_DERIVE_WORK for a new key exchange).
+ */
+function sealTo(
+  s: Sealing,
+  overlay: string,
+  node: string,
+  epoch: number,
+  env: HybridEnvelope,
+  plaintext: Uint8Array,
+  context: string,
+): { sealed: string; work: number } {
+  if (env.kem && s.kems) {
+    const x = s.kems.exchange(overlay, node, epoch, env);
+    return {
+      sealed: sealHybridValue(plaintext, x.nodeKey, x.entry.id, context),
+      work: x.fresh ? PLAN_DERIVE_WORK : 0,
+    };
+  }
+  const work = s.sealer.prepare(env.key) ? PLAN_DERIVE_WORK : 0;
+  return { sealed: s.sealer.seal(plaintext, env.key, context), work };
 }
 
 /**
@@ -80,7 +146,7 @@ export function envelopeOf(m: Member | undefined): { key: Uint8Array; fp: string
  * drops it. In Operator custody a private key keeps the epoch it was made for: a PSK-only rotation carries it
  * into the next epoch's Secret, a rotation of scope Keys makes a new one.
  */
-export function planKeySecret(input: KeyPlanInput, sealer: Sealer, random?: RandomBytes): KeyPlan {
+export function planKeySecret(input: KeyPlanInput, sealer: Sealer | Sealing, random?: RandomBytes): KeyPlan {
   const steps = planKeySecretSteps(input, sealer, random);
   for (;;) {
     const next = steps.next();
@@ -100,9 +166,10 @@ export const PLAN_DERIVE_WORK = 10;
 /** planKeySecret as a generator: it yields after every PLAN_STEP_WORK of work and returns the plan. */
 export function* planKeySecretSteps(
   input: KeyPlanInput,
-  sealer: Sealer,
+  sealing: Sealer | Sealing,
   random?: RandomBytes,
 ): Generator<void, KeyPlan, undefined> {
+  const s: Sealing = 'sealer' in sealing ? sealing : { sealer: sealing };
   const me = input.members.find((m) => m.name === input.node);
   const mine = envelopeOf(me);
   const epoch = input.epoch;
@@ -122,19 +189,18 @@ export function* planKeySecretSteps(
         pairs.push(old);
         continue;
       }
-      work += 1 + (sealer.prepare(theirs.key) ? PLAN_DERIVE_WORK : 0);
-      if (sealer.prepare(mine.key)) work += PLAN_DERIVE_WORK;
       const psk = newPresharedKey(random);
+      const context = pskContext(input.overlay, a, b, epoch);
+      const forMe = sealTo(s, input.overlay, me.name, epoch, mine, psk, context);
+      const forPeer = sealTo(s, input.overlay, peer.name, epoch, theirs, psk, context);
+      work += 1 + forMe.work + forPeer.work;
       pairs.push({
         a,
         b,
         epoch,
         fingerprint: fingerprint(psk),
         sealedTo: { [a]: fps[a]!, [b]: fps[b]! },
-        sealed: {
-          [me.name]: sealer.seal(psk, mine.key, pskContext(input.overlay, a, b, epoch)),
-          [peer.name]: sealer.seal(psk, theirs.key, pskContext(input.overlay, a, b, epoch)),
-        },
+        sealed: { [me.name]: forMe.sealed, [peer.name]: forPeer.sealed },
       });
       psk.fill(0);
       newPairs.push(`${a}/${b}@${epoch}`);
@@ -154,25 +220,71 @@ export function* planKeySecretSteps(
     let entry = kept ?? (!input.newPrivateKey && usable(input.carried) ? input.carried : undefined);
     if (!entry) {
       const kp = generateKeyPair(random);
+      const context = privateKeyContext(input.overlay, input.node, epoch);
       entry = {
         epoch,
         publicKey: kp.publicKey,
         sealedTo: mine.fp,
-        sealed: sealer.seal(kp.privateKey, mine.key, privateKeyContext(input.overlay, input.node, epoch)),
+        sealed: sealTo(s, input.overlay, input.node, epoch, mine, kp.privateKey, context).sealed,
       };
       kp.privateKey.fill(0);
     }
     privateKeys.push(entry);
     publicKey = entry.publicKey;
   }
+  const { kems, kemRecorded } = kemEntries(input, s, mine, privateKeys[0]);
   const payload: KeySecretPayload = {
     version: 2,
     overlay: input.overlay,
     node: input.node,
     pairs,
     privateKeys,
+    kems,
   };
-  return { payload, changed: !isDeepStrictEqual(payload, input.existing), publicKey, newPairs };
+  return {
+    payload,
+    changed: !isDeepStrictEqual(payload, input.existing),
+    publicKey,
+    newPairs,
+    kemRecorded,
+  };
+}
+
+/**
+ * The KEM entries of a node's own Secret: those already there for its current envelope (values in other
+ * Secrets may name them), and the exchange the operator seals to it with now. Within one operator process an
+ * unchanged Secret stays unchanged; after a restart a Secret planned again gets a new exchange next to the
+ * earlier ones.
+ */
+function kemEntries(
+  input: KeyPlanInput,
+  s: Sealing,
+  mine: HybridEnvelope | undefined,
+  privateKey: SealedPrivateKey | undefined,
+): { kems: KemEntry[]; kemRecorded?: string } {
+  if (!mine?.kem) return { kems: [] };
+  const kems = (input.existing?.kems ?? []).filter((k) => k.node === input.node && k.sealedTo === mine.fp);
+  // A private key carried from the epoch before names an exchange recorded there: it comes along.
+  const carried = input.carriedKem;
+  if (
+    carried &&
+    privateKey === input.carried &&
+    carried.node === input.node &&
+    carried.sealedTo === mine.fp &&
+    hybridKemId(privateKey?.sealed ?? '') === carried.id &&
+    !kems.some((k) => k.id === carried.id)
+  ) {
+    kems.push(carried);
+  }
+  // The node's exchange of this epoch, made here if no plan made it yet: values sealed to the node in other
+  // Secrets then use the one its own Secret records (an exchange another plan makes first is added here).
+  const current =
+    s.kems && (input.presharedKeys === 'PerPair' || input.custody === 'Operator')
+      ? s.kems.exchange(input.overlay, input.node, input.epoch, mine).entry
+      : undefined;
+  if (!current) return { kems };
+  if (!kems.some((k) => k.id === current.id)) kems.push(current);
+  return { kems, kemRecorded: current.id };
 }
 
 /** The private key an Operator-custody Secret holds for its epoch (the one to carry into the next epoch). */
@@ -227,7 +339,7 @@ export function planDigests(
     let j = i;
     while (j < sorted.length && sorted[j]!.t === sorted[i]!.t) {
       const { m, t } = sorted[j]!;
-      running.update(`${JSON.stringify([m.name, t, m.envelopePublicKey ?? ''])}\n`);
+      running.update(`${JSON.stringify(digestFields(m, t))}\n`);
       j++;
     }
     // Without per-pair keys, a node's Secret holds its own material only: no peer matters.
@@ -237,13 +349,22 @@ export function planDigests(
       out.set(
         m.name,
         createHash('sha256')
-          .update(
-            `${common}\n${JSON.stringify([m.name, m.createdAt ?? null, m.envelopePublicKey ?? ''])}\n${peers}`,
-          )
+          .update(`${common}\n${JSON.stringify(digestFields(m, m.createdAt ?? null))}\n${peers}`)
           .digest('base64'),
       );
     }
     i = j;
   }
   return out;
+}
+
+/**
+ * What a member contributes to plan digests: its name, join time and envelope key, and its hybrid envelope
+ * fingerprint only when it publishes an ML-KEM key, so that the digests of a classical overlay are those an
+ * operator before issue #17 stored (an upgrade re-plans nothing until agents publish ML-KEM keys).
+ */
+function digestFields(m: Member, joined: number | string | null): unknown[] {
+  const fields: unknown[] = [m.name, joined, m.envelopePublicKey ?? ''];
+  if (m.envelopeKemPublicKey) fields.push(envelopeOf(m)?.fp ?? 'invalid');
+  return fields;
 }

@@ -70,6 +70,8 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
 /** BENCH_PROFILE=1: the operator writes a V8 CPU profile into .local/bench/ when it exits */
 const PROFILE = process.env.BENCH_PROFILE === '1';
+/** The simulated agents publish an ML-KEM-768 key too (hybrid sealing, issue #17); BENCH_POST_QUANTUM=0: not. */
+const POST_QUANTUM = process.env.BENCH_POST_QUANTUM !== '0';
 
 const TARGETS = { joinWrites: 3, idleWrites: 0, peakRssMiB: 256, loopBlockMs: 100, rotationWritesPerNode: 2 };
 const RUN_LABEL = 'bench.sealmesh.io/run';
@@ -346,6 +348,12 @@ class OperatorProcess {
 // ---------------------------------------------------------------------------------------------------------
 // the simulated agent fleet: one NodeTunnel watch, bounded concurrent status patches
 
+function mlKemPublic(): string | undefined {
+  if (!POST_QUANTUM) return undefined;
+  const { publicKey } = generateKeyPairSync('ml-kem-768');
+  return publicKey.export({ format: 'raw-public' }).toString('base64');
+}
+
 function x25519Public(): string {
   const { publicKey } = generateKeyPairSync('x25519');
   const jwk = publicKey.export({ format: 'jwk' });
@@ -353,7 +361,7 @@ function x25519Public(): string {
 }
 
 /** Keys made up front so key generation never runs inside a timed window. */
-const nodeKeys = new Map<string, { envelope: string; wg: string }>();
+const nodeKeys = new Map<string, { envelope: string; kem: string | undefined; wg: string }>();
 
 class AgentFleet {
   readonly informer: Informer<KubernetesObject>;
@@ -419,7 +427,14 @@ class AgentFleet {
         version: VERSION,
         plural: NODE_TUNNEL_PLURAL,
         name: tunnel,
-        body: { status: { envelopePublicKey: keys.envelope, publicKey: keys.wg, agent: AGENT_INFO } },
+        body: {
+          status: {
+            envelopePublicKey: keys.envelope,
+            envelopeMLKEMPublicKey: keys.kem,
+            publicKey: keys.wg,
+            agent: AGENT_INFO,
+          },
+        },
       },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
@@ -1319,7 +1334,7 @@ async function main(): Promise<number> {
     { cwd: repoRoot, stdio: 'inherit' },
   );
   for (let i = 0; i < maxNodes; i++)
-    nodeKeys.set(nodeName(i), { envelope: x25519Public(), wg: x25519Public() });
+    nodeKeys.set(nodeName(i), { envelope: x25519Public(), kem: mlKemPublic(), wg: x25519Public() });
   await installCRDs(kc);
   for (const ns of [opNamespace, keyNamespace])
     await lab.core.createNamespace({ body: { metadata: { name: ns, labels: { [RUN_LABEL]: run } } } });

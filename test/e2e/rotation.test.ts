@@ -49,7 +49,7 @@ import { WgCliDevice } from '../../agent/device/wgcli.js';
 import { agentLeaseName } from '../../lib/contract/liveness.js';
 import { fingerprint } from '../../lib/keys.js';
 import { decodeKeySecretData, pskContext } from '../../lib/contract/keysecret.js';
-import { boxKeyPairFromSecret, unseal } from '../../lib/seal.js';
+import { isHybridValue } from '../../lib/hybrid.js';
 import { IDENTITY_NAME, IDENTITY_PUBLIC_KEY } from '../../lib/contract/identity.js';
 import {
   describeUnderlay,
@@ -73,6 +73,7 @@ import {
   sleep,
 } from '../support/env.js';
 import { median, startProbes, type PairProbe, type ProbeResult } from '../support/probes.js';
+import { nodeEnvelope, openSealed, type NodeEnvelope } from '../support/sealed.js';
 
 const overlay = uniqueName('e2e-rot');
 const MEMBER_LABEL = 'sealmesh.io/member';
@@ -527,9 +528,10 @@ function collectAgentKeys(): void {
   for (const node of nodes) {
     const dir = deployment!.agentStateDir(node);
     try {
-      const envelope = resolve(dir, 'envelope.key');
-      if (existsSync(envelope))
-        secrets.set(readFileSync(envelope, 'utf8').trim(), `envelope private key of ${node}`);
+      const env = nodeEnvelope(dir);
+      const [box, kem] = env?.texts ?? [];
+      if (box) secrets.set(box, `envelope private key of ${node}`);
+      if (kem) secrets.set(kem, `envelope ML-KEM seed of ${node}`);
       const keys = resolve(dir, 'overlays', overlay);
       if (!existsSync(keys)) continue;
       for (const f of readdirSync(keys)) {
@@ -543,17 +545,16 @@ function collectAgentKeys(): void {
   }
 }
 
-/** Every PSK the key Secrets hold now, unsealed with the agents' envelope keys. */
+/**
+ * Every PSK the key Secrets hold now, unsealed with the agents' envelope keys (X25519 and ML-KEM). Every value
+ * must be sealed hybrid (issue #17: every agent here publishes an ML-KEM key).
+ */
 async function collectSecrets(): Promise<void> {
   collectAgentKeys();
-  const envelopes = new Map<string, ReturnType<typeof boxKeyPairFromSecret>>();
+  const envelopes = new Map<string, NodeEnvelope>();
   for (const node of nodes) {
-    const envelope = resolve(deployment!.agentStateDir(node), 'envelope.key');
-    if (existsSync(envelope))
-      envelopes.set(
-        node,
-        boxKeyPairFromSecret(new Uint8Array(Buffer.from(readFileSync(envelope, 'utf8').trim(), 'base64'))),
-      );
+    const env = nodeEnvelope(deployment!.agentStateDir(node));
+    if (env) envelopes.set(node, env);
   }
   const cm = await core.readNamespacedConfigMap({ namespace: KEY_NAMESPACE, name: IDENTITY_NAME });
   const operatorKey = new Uint8Array(Buffer.from(cm.data?.[IDENTITY_PUBLIC_KEY] ?? '', 'base64'));
@@ -561,20 +562,32 @@ async function collectSecrets(): Promise<void> {
     namespace: KEY_NAMESPACE,
     labelSelector: `${OVERLAY_LABEL}=${overlay}`,
   });
-  for (const s of list.items) {
-    const d = decodeKeySecretData(s.data);
-    if (!d.ok) continue;
-    for (const p of d.payload.pairs) {
+  const payloads = list.items
+    .map((s) => decodeKeySecretData(s.data))
+    .flatMap((d) => (d.ok ? [d.payload] : []));
+  const kems = payloads.flatMap((p) => p.kems);
+  const classical: string[] = [];
+  for (const payload of payloads) {
+    for (const p of payload.pairs) {
       for (const [node, sealed] of Object.entries(p.sealed)) {
         const env = envelopes.get(node);
         if (!env) continue;
-        const psk = unseal(sealed, operatorKey, env, pskContext(overlay, p.a, p.b, p.epoch));
+        if (!isHybridValue(sealed)) classical.push(`${p.a}/${p.b}@${p.epoch} for ${node}`);
+        const psk = openSealed(node, env, sealed, operatorKey, pskContext(overlay, p.a, p.b, p.epoch), kems);
         // the Secret's fingerprint is the PSK's: what the device comparisons rely on
         expect(fingerprint(psk)).toBe(p.fingerprint);
         secrets.set(Buffer.from(psk).toString('base64'), `PSK of ${p.a}/${p.b} at epoch ${p.epoch}`);
       }
     }
   }
+  expect(classical).toEqual([]);
+  const ovl = (await custom.getClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: OVERLAY_NETWORK_PLURAL,
+    name: overlay,
+  })) as { status?: { conditions?: Array<{ type: string; status: string }> } };
+  expect(ovl.status?.conditions?.find((c) => c.type === 'PostQuantum')?.status).toBe('True');
 }
 
 // ---- probes ----
@@ -1177,20 +1190,23 @@ test('6: no private key or PSK seen during the run appears in any API object of 
   const epochs = new Set<string>();
   for (const [b64, what] of secrets) {
     const raw = Buffer.from(b64, 'base64');
-    expect(raw.length).toBe(32);
+    // 32 bytes: X25519 and WireGuard keys, PSKs; 64: an ML-KEM-768 seed (envelope-mlkem.key)
+    expect(raw.length).toBe(what.startsWith('envelope ML-KEM seed') ? 64 : 32);
     const kind = what.split(' of ')[0]!;
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
     epochs.add(what.replace(/^.* at epoch /, ''));
     // base64 without its padding, base64url, hex: the ways a key could be written out
     const forms = [
-      raw.toString('base64').slice(0, 43),
-      raw.toString('base64url').slice(0, 43),
+      raw.toString('base64').slice(0, Math.ceil((raw.length * 4) / 3)),
+      raw.toString('base64url').slice(0, Math.ceil((raw.length * 4) / 3)),
       raw.toString('hex'),
     ];
     for (const [where, text] of haystacks) {
       const lower = text.toLowerCase();
       if (forms.slice(0, 2).some((f) => text.includes(f)) || lower.includes(forms[2]!))
-        found.push(`${what} (fingerprint ${fingerprint(new Uint8Array(raw))}) in ${where}`);
+        found.push(
+          `${what}${raw.length === 32 ? ` (fingerprint ${fingerprint(new Uint8Array(raw))})` : ''} in ${where}`,
+        );
     }
   }
   report(

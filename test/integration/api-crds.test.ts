@@ -152,6 +152,7 @@ test('kubectl get ovl and ntun show the printer columns', async () => {
     nextRotationTime: '2026-01-04T03:00:00Z',
     conditions: [
       { type: 'Ready', status: 'True', reason: 'AllPairsEncrypted', message: '', lastTransitionTime: now },
+      { type: 'PostQuantum', status: 'True', reason: 'HybridSealed', message: '', lastTransitionTime: now },
     ],
   });
   const ovl = table(await kubectl('get', 'ovl', name), name);
@@ -165,7 +166,7 @@ test('kubectl get ovl and ntun show the printer columns', async () => {
     READY: 'True',
   });
   const wide = table(await kubectl('get', 'ovl', name, '-o', 'wide'), name);
-  expect(wide.row).toMatchObject({ POOL: '10.99.0.0/16', CUSTODY: 'Operator' });
+  expect(wide.row).toMatchObject({ POOL: '10.99.0.0/16', CUSTODY: 'Operator', 'POST-QUANTUM': 'True' });
 
   const t = tunnel(name, 'node-1');
   await createObj(NODE_TUNNEL_PLURAL, t);

@@ -38,8 +38,17 @@ export type Runtime = 'process' | 'container';
 export interface DeploymentOptions {
   nodes: number;
   kc: KubeConfig;
+  /** environment of every agent the lab starts (e.g. SEALMESH_POST_QUANTUM=off: agents as before issue #17) */
+  agentEnv?: Record<string, string>;
   /** default: SEALMESH_RUNTIME, else 'process' */
   runtime?: Runtime;
+}
+
+/** `cmd` run with `env` exported first (names and values are the test's own, quoted). */
+export function withEnv(cmd: string, env: Record<string, string> = {}): string {
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const exports = Object.entries(env).map(([k, v]) => `export ${k}=${q(v)}`);
+  return [...exports, cmd].join(' && ');
 }
 
 /** The runtime SEALMESH_RUNTIME asks for (process unless it says container). */
@@ -58,6 +67,8 @@ export class Deployment {
     readonly lab: Lab,
     private operator: ChildProcess | undefined,
     readonly agentCmd: string,
+    /** the agent command without DeploymentOptions.agentEnv */
+    readonly baseAgentCmd: string = agentCmd,
     readonly runtime: Runtime = 'process',
   ) {
     if (operator) this.supervise(operator);
@@ -113,13 +124,14 @@ export class Deployment {
       if (operator.pid)
         writeFileSync(resolve(dir, 'operator.pid'), `${operator.pid} ${startTime(operator.pid)}\n`);
       const labDir = resolve(parent, `lab-test-${id}`);
-      const agentCmd = agentCommand({
+      const baseCmd = agentCommand({
         adminKubeconfig: kubeconfigPath,
         template: resolve(dir, 'agent.kubeconfig'),
         stateRoot: resolve(labDir, 'agents'),
       });
+      const agentCmd = withEnv(baseCmd, o.agentEnv);
       const lab = await Lab.up({ nodes: o.nodes, agentCmd, dir: labDir });
-      return new Deployment(dir, lab, operator, agentCmd);
+      return new Deployment(dir, lab, operator, agentCmd, baseCmd);
     } catch (err) {
       if (operator) await stopChild(operator);
       rmSync(dir, { recursive: true, force: true });
@@ -140,7 +152,7 @@ export class Deployment {
       await applyBase(kubeconfigPath);
       lab = await Lab.up({ nodes: o.nodes, agentCmd, agentHost: true, dir: labDir });
       await startOperatorInLab(o.kc, labDir, dir);
-      return new Deployment(dir, lab, undefined, agentCmd, 'container');
+      return new Deployment(dir, lab, undefined, agentCmd, agentCmd, 'container');
     } catch (err) {
       await lab?.down().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
@@ -204,12 +216,12 @@ export class Deployment {
     return pid;
   }
 
-  /** Starts the agent in `node` again, with the same command the lab started it with. */
-  async startAgent(node: string): Promise<void> {
+  /** Starts the agent in `node` again, with the same command the lab started it with (or `cmd`). */
+  async startAgent(node: string, cmd = this.agentCmd): Promise<void> {
     const r = await new Promise<{ code: number; stderr: string }>((done) => {
       execFile(
         'bash',
-        [resolve(repoRoot, 'hack/lab.sh'), 'start', node, 'agent', '--', 'bash', '-c', this.agentCmd],
+        [resolve(repoRoot, 'hack/lab.sh'), 'start', node, 'agent', '--', 'bash', '-c', cmd],
         { env: { ...process.env, SEALMESH_LAB_DIR: this.lab.dir, LAB_QUIET: '1' }, timeout: 30_000 },
         (err, _stdout, stderr) => done({ code: err ? 1 : 0, stderr }),
       );

@@ -439,7 +439,9 @@ test('two replicas: the leader stopped while staging, the standby (caches synced
   await reportAll(agents, 2);
   const done = await until('completed', async () => {
     const s = await status(name);
-    return s.epoch === 2 && !s.rotation ? s : undefined;
+    // Completion is written mid-pass; the pair counts and Rotating=False come with the pass's last write.
+    const rotating = s.conditions?.find((c) => c.type === 'Rotating');
+    return s.epoch === 2 && !s.rotation && rotating?.status === 'False' ? s : undefined;
   });
   expect(done.encryptedSummary).toBe('1/1');
   expect(operators).toEqual([standby]);

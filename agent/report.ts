@@ -42,6 +42,15 @@ export function deviceReady(d: {
       };
 }
 
+/** The peer counts a status carries: summary and the PEERS column, from the peer list. */
+function peerCounts(peers: readonly PeerStatus[]): {
+  summary: { encrypted: number; total: number };
+  peersSummary: string;
+} {
+  const encrypted = peers.filter((e) => e.state === 'Encrypted').length;
+  return { summary: { encrypted, total: peers.length }, peersSummary: `${encrypted}/${peers.length}` };
+}
+
 export class StatusReport {
   /** Status writes so far (tests and metrics). */
   writes = 0;
@@ -135,8 +144,7 @@ export class StatusReport {
       stagedEpoch: staged.epoch,
       stagedPublicKey: staged.publicKey,
       peers,
-      summary: { encrypted, total: peers.length },
-      peersSummary: `${encrypted}/${peers.length}`,
+      ...peerCounts(peers),
       conditions,
     };
     return status;
@@ -196,8 +204,7 @@ export class StatusReport {
       ...(peers
         ? {
             peers,
-            summary: { encrypted, total: peers.length },
-            peersSummary: `${encrypted}/${peers.length}`,
+            ...peerCounts(peers),
           }
         : {}),
     };

@@ -16,7 +16,7 @@ import {
 import { createOperator, type Operator } from '../../operator/app.js';
 import { kubeConfig, uniqueName } from '../support/cluster.js';
 import { installCRDs } from '../support/crds.js';
-import { createNode } from '../support/nodes.js';
+import { createNode, deleteNodes } from '../support/nodes.js';
 import { deleteOverlays } from '../support/overlays.js';
 import { AgentStandIn } from '../support/standin.js';
 import { until } from '../support/wait.js';
@@ -129,8 +129,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await deleteOverlays(kc, run);
   await operator?.stop();
-  const nodes = await core.listNode({ labelSelector: `${RUN_LABEL}=${run}` });
-  for (const n of nodes.items) await core.deleteNode({ name: n.metadata!.name! });
+  await deleteNodes(core, `${RUN_LABEL}=${run}`);
   await core.deleteNamespace({ name: namespace });
 });
 

@@ -18,3 +18,9 @@ export async function createNode(
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );
 }
+
+/** Deletes the Node objects a test made, found by label. */
+export async function deleteNodes(core: CoreV1Api, labelSelector: string): Promise<void> {
+  const nodes = await core.listNode({ labelSelector });
+  for (const n of nodes.items) await core.deleteNode({ name: n.metadata!.name! });
+}
